@@ -1,0 +1,28 @@
+# All set-up on a fresh clone: `make demo` runs the main job, `make test` runs the tests.
+# The virtual environment sees the interpreter's site-packages, so a torch you already installed
+# (a CUDA build, say) is kept; torch is installed only when `import torch` fails.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test clean-venv
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install torch torchvision
+	$(PY) -c "import importlib.metadata as m; assert m.version('basicsr') == '1.4.2'" 2>/dev/null || \
+		$(PY) -m pip install --no-build-isolation basicsr==1.4.2
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+demo: install
+	$(PY) -m hoffr_arch.demo
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)

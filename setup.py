@@ -1,0 +1,30 @@
+"""Install the HOFFR BasicSR plugin.
+
+basicsr==1.4.2 builds from source and imports torch in its setup.py: install torch first, then
+``pip install --no-build-isolation basicsr==1.4.2``, then this package (the Makefile does all three).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name='hoffr',
+    version='0.1.0',
+    description='HOFFR (Fang & Zhan, Neurocomputing 2022): joint video super-resolution and deblurring '
+    'as a BasicSR plugin',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    packages=find_packages(include=['hoffr_arch', 'hoffr_arch.*', 'datasets_lmdb', 'datasets_lmdb.*']),
+    install_requires=[
+        'torch>=2.0',
+        'torchvision>=0.15',
+        'basicsr==1.4.2',
+        'numpy',
+        'opencv-python',
+        'lmdb',
+        'scikit-image',
+        'pyyaml',
+        'tqdm',
+    ],
+    extras_require={'test': ['pytest']},
+)
