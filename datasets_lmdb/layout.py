@@ -1,0 +1,193 @@
+"""Reading dataset folders into a packing plan, with one clear error per bad input.
+
+A plan is ``{split: {kind: {clip: [Frame, ...]}}}``; kinds are ``sharp`` and ``blur`` (HR) and
+``sharp_bicubic`` and ``blur_bicubic`` (LR). Frames are natural-sorted (``im2`` before ``im10``),
+must be numbered without gaps, and are keyed ``<clip>/<position:08d>`` in the LMDB.
+"""
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+HR_KINDS = ('sharp', 'blur')
+LR_KINDS = ('sharp_bicubic', 'blur_bicubic')
+KINDS = HR_KINDS + LR_KINDS
+LR_OF = {'sharp_bicubic': 'sharp', 'blur_bicubic': 'blur'}  # LR kind -> the HR kind it is made from
+REDS4 = ('000', '011', '015', '020')
+DVD_TEST = ('720p_240fps_2', 'IMG_0003', 'IMG_0021', 'IMG_0030', 'IMG_0031', 'IMG_0032', 'IMG_0033',
+            'IMG_0037', 'IMG_0039', 'IMG_0049')
+
+
+class DatasetError(ValueError):
+    """Bad input data; the message names the clip, frame or file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame to pack: read ``path``; if ``downscale``, MATLAB-bicubic it by 1/downscale."""
+    key: str
+    path: Path
+    downscale: int = 0
+
+
+def natural_key(name):
+    """Sort key that orders digit runs by value: im2 < im10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r'(\d+)', name)]
+
+
+def _ascii(path, what):
+    if not path.name.isascii():
+        raise DatasetError(f'{path}: non-ASCII {what} name (LMDB keys must be ASCII); rename it')
+
+
+def list_clips(folder):
+    """Clip folders under ``folder``, natural-sorted; a stray file there is an error."""
+    if not folder.is_dir():
+        raise DatasetError(f'{folder}: folder not found')
+    clips = []
+    for entry in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+        _ascii(entry, 'clip folder' if entry.is_dir() else 'file')
+        if not entry.is_dir():
+            raise DatasetError(f'{entry}: stray file among the clip folders of {folder}')
+        clips.append(entry)
+    if not clips:
+        raise DatasetError(f'{folder}: no clip folders')
+    return clips
+
+
+def list_frames(clip_dir):
+    """Image files of one clip, natural-sorted and checked: no stray files, no gaps, not empty."""
+    frames = []
+    for entry in clip_dir.iterdir():
+        _ascii(entry, 'frame')
+        if entry.is_dir() or entry.suffix.lower() not in IMAGE_EXTS:
+            raise DatasetError(f'{entry}: stray {"folder" if entry.is_dir() else "non-image file"} in clip '
+                               f'{clip_dir.name} (frames must be {"/".join(IMAGE_EXTS)})')
+        frames.append(entry)
+    if not frames:
+        raise DatasetError(f'{clip_dir}: empty clip (no frames)')
+    frames.sort(key=lambda p: natural_key(p.name))
+    numbers = []
+    for f in frames:
+        digits = re.findall(r'\d+', f.stem)
+        if not digits:
+            raise DatasetError(f'{f}: frame name has no frame number')
+        numbers.append(int(digits[-1]))
+    for prev, cur, path in zip(numbers, numbers[1:], frames[1:]):
+        if cur == prev:
+            raise DatasetError(f'{path}: two frames numbered {cur} in clip {clip_dir.name}')
+        if cur != prev + 1:
+            raise DatasetError(f'clip {clip_dir.name} ({clip_dir}): missing frame {prev + 1} '
+                               f'(frames jump from {prev} to {cur})')
+    return frames
+
+
+def scan_kind(folder, rename=None):
+    """{clip: [frame paths]} of one kind folder; ``rename`` maps a clip folder name to its key name."""
+    return {(rename or str)(c.name): list_frames(c) for c in list_clips(folder)}
+
+
+def check_same_clips(found, split):
+    """All kinds of a split must hold the same clips with the same frames (by position)."""
+    kinds = list(found)
+    ref_kind = kinds[0]
+    ref = found[ref_kind]
+    for kind in kinds[1:]:
+        other = found[kind]
+        for clip in sorted(set(ref) ^ set(other), key=natural_key):
+            has, lacks = (ref_kind, kind) if clip in ref else (kind, ref_kind)
+            raise DatasetError(f'{split}: clip {clip} is in {has} but not in {lacks}')
+        for clip in ref:
+            a, b = ref[clip], other[clip]
+            if len(a) != len(b):
+                longer, kind_l, kind_s = (a, ref_kind, kind) if len(a) > len(b) else (b, kind, ref_kind)
+                raise DatasetError(f'{split}: clip {clip} has {len(longer)} frames in {kind_l} but '
+                                   f'{min(len(a), len(b))} in {kind_s}: extra frame {longer[-1]}')
+
+
+def to_plan(found, generate=(), scale=4):
+    """{kind: {clip: [paths]}} -> {kind: {clip: [Frame]}}; ``generate``: LR kinds made from HR by 1/scale."""
+    plan = {kind: {clip: [Frame(f'{clip}/{i:08d}', p) for i, p in enumerate(paths)]
+                   for clip, paths in clips.items()}
+            for kind, clips in found.items()}
+    for lr_kind in generate:
+        plan[lr_kind] = {clip: [Frame(f.key, f.path, downscale=scale) for f in frames]
+                         for clip, frames in plan[LR_OF[lr_kind]].items()}
+    return plan
+
+
+REDS_FOLDERS = {'sharp': '{p}_sharp', 'blur': '{p}_blur', 'sharp_bicubic': '{p}_sharp_bicubic/X4',
+                'blur_bicubic': '{p}_blur_bicubic/X4'}
+
+
+def reds_plan(root, merge_val=False, reds4_test=False, generate_bicubic=False, scale=4):
+    """Plan for a REDS-layout ROOT (``train_*`` and/or ``val_*`` folders, any clip names).
+
+    merge_val: val clips join train renumbered +240 (000 -> 240), the usual protocol.
+    reds4_test: clips 000, 011, 015, 020 of train go to a 'test' split.
+    generate_bicubic: make missing ``*_bicubic/X4`` kinds from the HR kinds (MATLAB bicubic).
+    """
+    root = Path(root)
+    splits = {}
+    for prefix in ('train', 'val'):
+        present = {k: root / f.format(p=prefix) for k, f in REDS_FOLDERS.items() if (root / f.format(p=prefix)).is_dir()}
+        if not present:
+            continue
+        if scale != 4 and any(k in present for k in LR_KINDS):
+            raise DatasetError(f'{root}: REDS ships X4 bicubic folders; --scale {scale} needs --generate-bicubic '
+                               'without them')
+        rename = (lambda name: f'{int(name) + 240:03d}') if prefix == 'val' and merge_val else None
+        if rename:
+            for clip in list_clips(present[next(iter(present))]):
+                if not clip.name.isdigit():
+                    raise DatasetError(f'{clip}: --merge-val renumbers val clips, which needs numeric clip names')
+        found = {kind: scan_kind(folder, rename) for kind, folder in present.items()}
+        check_same_clips(found, f'{root}/{prefix}_*')
+        generate = [k for k in LR_KINDS if k not in found and LR_OF[k] in found] if generate_bicubic else []
+        plan = to_plan(found, generate, scale)
+        target = 'train' if (prefix == 'val' and merge_val) else prefix
+        for kind, clips in plan.items():
+            splits.setdefault(target, {}).setdefault(kind, {}).update(clips)
+    if not splits:
+        raise DatasetError(f'{root}: no REDS folders (train_sharp, train_blur, train_sharp_bicubic/X4, '
+                           'train_blur_bicubic/X4, val_*)')
+    if reds4_test:
+        train = splits.get('train', {})
+        missing = [c for c in REDS4 if not all(c in clips for clips in train.values())]
+        if missing:
+            raise DatasetError(f'{root}: --reds4-test needs clips {", ".join(REDS4)} in train; missing {", ".join(missing)}')
+        splits['test'] = {kind: {c: clips.pop(c) for c in REDS4} for kind, clips in train.items()}
+    return splits
+
+
+def dvd_plan(root, scale=4, test_clips=DVD_TEST):
+    """Plan for DeepVideoDeblurring's ``quantitative_datasets/<clip>/{input,GT}/``.
+
+    ``input`` is the blurry HR clip, ``GT`` the sharp one; both LR kinds are made by MATLAB bicubic.
+    The official 10 test clips form the 'test' split, the rest 'train'.
+    """
+    root = Path(root)
+    base = root / 'quantitative_datasets' if (root / 'quantitative_datasets').is_dir() else root
+    found = {'sharp': {}, 'blur': {}}
+    for clip in list_clips(base):
+        for kind, sub in (('sharp', 'GT'), ('blur', 'input')):
+            folder = clip / sub
+            if not folder.is_dir():
+                raise DatasetError(f'{clip}: clip {clip.name} has no {sub}/ folder')
+            found[kind][clip.name] = list_frames(folder)
+        stray = [p for p in clip.iterdir() if p.name not in ('GT', 'input')]
+        if stray:
+            raise DatasetError(f'{stray[0]}: stray entry in DVD clip {clip.name} (expected GT/ and input/)')
+        names = ([p.name for p in found['sharp'][clip.name]], [p.name for p in found['blur'][clip.name]])
+        if names[0] != names[1]:
+            extra = sorted(set(names[0]) ^ set(names[1]), key=natural_key)[0]
+            where = 'GT' if extra in names[0] else 'input'
+            raise DatasetError(f'{clip}: frame {extra} is in {where}/ only (DVD clip {clip.name})')
+    plan = to_plan(found, LR_KINDS, scale)
+    test = [c for c in test_clips if c in found['sharp']]
+    splits = {'train': plan}
+    if test:
+        splits['test'] = {kind: {c: clips.pop(c) for c in test} for kind, clips in plan.items()}
+    if not plan['sharp']:
+        del splits['train']
+    return splits

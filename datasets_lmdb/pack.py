@@ -1,0 +1,212 @@
+"""Packing a plan (see ``layout``) into LMDBs, resumably and atomically.
+
+Output: ``OUT/<split>/<kind>.lmdb`` (keys ``<clip>/<frame:08d>``, BasicSR's ``meta_info.txt`` inside)
+and ``OUT/<split>/meta_info.txt`` (``<clip> <nframes> (h,w,c)`` of the sharp HR frames), readable
+by BasicSR's ``FileClient``. An LMDB is written as ``<kind>.lmdb.partial`` and renamed when complete,
+so a killed run never leaves an output that looks complete; ``resume=True`` continues it (LMDB
+commits are atomic, so every committed frame is whole) and ``overwrite=True`` starts over.
+
+We do not use BasicSR's ``LmdbMaker``/``make_lmdb_from_imgs``: they ``sys.exit`` when the target
+exists (no resume) and always re-encode PNG, which loads slower than the source files.
+"""
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from hoffr_arch import compat  # noqa: F401  (basicsr import below)
+from basicsr.utils.matlab_functions import imresize
+from hoffr_arch.data.frame_io import ENCODINGS, encode_png, encode_raw, frame_shape, is_raw
+
+from .layout import HR_KINDS, LR_OF, DatasetError
+
+COMMIT_BYTES = 256 << 20
+
+
+def bicubic_downscale(img, factor):
+    """(h, w, c) uint8 -> (h/factor, w/factor, c) uint8 with MATLAB's bicubic (BasicSR's ``imresize``)."""
+    out = imresize(img.astype(np.float32) / 255., 1 / factor)
+    return np.clip(np.rint(out * 255.), 0, 255).astype(np.uint8)
+
+
+def load_frame(frame, encoding='raw', png_level=1):
+    """Read one planned frame -> (value bytes, (h, w, c)). Raises DatasetError naming the frame."""
+    try:
+        data = frame.path.read_bytes()
+    except OSError as err:
+        raise DatasetError(f'{frame.path}: cannot read frame {frame.key}: {err.strerror}') from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DatasetError(f'{frame.path}: unreadable or corrupt image (frame {frame.key})')
+    if frame.downscale:
+        img = bicubic_downscale(img, frame.downscale)
+    if encoding == 'raw':
+        return encode_raw(img), img.shape
+    if encoding == 'png' or frame.downscale:  # a generated frame has no source bytes: lossless PNG
+        return encode_png(img, png_level), img.shape
+    return data, img.shape
+
+
+def value_ext(buf):
+    if is_raw(buf):
+        return 'raw'
+    return 'png' if bytes(buf[:4]) == b'\x89PNG' else 'jpg'
+
+
+def header_size(path):
+    """(h, w) from the image header only."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except Exception:  # PIL raises several types for bad files
+        raise DatasetError(f'{path}: unreadable or corrupt image') from None
+
+
+def check_sizes(splits, scale):
+    """Per split, kind and clip the (h, w) every frame must have; HR must be ``scale`` x LR.
+
+    Reads only the header of each clip's first frame, so size errors surface before any packing.
+    """
+    sizes = {}
+    for split, kinds in splits.items():
+        sizes[split] = {}
+        for kind, clips in kinds.items():
+            sizes[split][kind] = {}
+            for clip, frames in clips.items():
+                h, w = header_size(frames[0].path)
+                if frames[0].downscale:
+                    if h % scale or w % scale:
+                        raise DatasetError(f'{frames[0].path}: {split} clip {clip}: HR size {h}x{w} is not a '
+                                           f'multiple of the scale {scale}')
+                    h, w = h // scale, w // scale
+                sizes[split][kind][clip] = (h, w)
+        for lr_kind, hr_kind in LR_OF.items():
+            if lr_kind in kinds and hr_kind in kinds:
+                for clip, (h, w) in sizes[split][lr_kind].items():
+                    hh, hw = sizes[split][hr_kind][clip]
+                    if (hh, hw) != (scale * h, scale * w):
+                        raise DatasetError(f'{split} clip {clip}: {hr_kind} is {hh}x{hw} but {lr_kind} is {h}x{w}; '
+                                           f'HR must be {scale} x LR ({kinds[lr_kind][clip][0].path})')
+    return sizes
+
+
+def _target_state(path):
+    partial = path.with_name(path.name + '.partial')
+    return 'complete' if path.exists() else 'partial' if partial.exists() else 'absent'
+
+
+def check_outputs(paths, overwrite, resume):
+    """Refuse to touch existing outputs unless asked to."""
+    if overwrite:
+        return
+    for path in paths:
+        state = _target_state(path)
+        if state == 'complete' and not resume:
+            raise DatasetError(f'{path} already exists; pass --overwrite to redo it or --resume to keep it')
+        if state == 'partial' and not resume:
+            raise DatasetError(f'{path}.partial was left by an interrupted run; pass --resume to continue it '
+                               'or --overwrite to start over')
+
+
+def _bounded_map(fn, items, workers):
+    """``map`` on a thread pool, at most a few chunks in flight (memory stays bounded)."""
+    chunk = max(4 * workers, 8)
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(items), chunk):
+            yield from pool.map(fn, items[start:start + chunk])
+
+
+def write_lmdb(path, clips, expected, encoding='raw', png_level=1, workers=None, overwrite=False,
+               desc=None):
+    """Pack ``{clip: [Frame]}`` into ``path`` (an ``.lmdb`` folder) via ``path.partial``.
+
+    ``expected``: {clip: (h, w)} every frame of the clip must have. Returns the number of frames.
+    """
+    path = Path(path)
+    partial = path.with_name(path.name + '.partial')
+    if overwrite:
+        for p in (path, partial):
+            if p.exists():
+                shutil.rmtree(p)
+    elif path.exists():
+        return sum(len(f) for f in clips.values())  # complete, kept (resume)
+    partial.mkdir(parents=True, exist_ok=True)
+    frames = [f for clip_frames in clips.values() for f in clip_frames]
+    env = lmdb.open(str(partial), map_size=1 << 40, subdir=True)  # sparse: 1 TiB is only an upper bound
+    try:
+        with env.begin() as txn:
+            done = {bytes(k).decode('ascii') for k in txn.cursor().iternext(values=False)}
+        todo = [f for f in frames if f.key not in done]
+        workers = workers or os.cpu_count() or 1
+        bar = tqdm(total=len(frames), initial=len(frames) - len(todo), unit='frame', desc=desc or path.name)
+        txn, pending = env.begin(write=True), 0
+        try:
+            for frame, (value, shape) in zip(todo, _bounded_map(lambda f: load_frame(f, encoding, png_level),
+                                                                todo, workers)):
+                clip = frame.key.split('/')[0]
+                if shape[:2] != tuple(expected[clip]):
+                    raise DatasetError(f'{frame.path}: frame {frame.key} is {shape[0]}x{shape[1]}, the rest of clip '
+                                       f'{clip} is {expected[clip][0]}x{expected[clip][1]}')
+                txn.put(frame.key.encode('ascii'), value)
+                pending += len(value)
+                if pending >= COMMIT_BYTES:
+                    txn.commit()
+                    txn, pending = env.begin(write=True), 0
+                bar.update(1)
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        finally:
+            bar.close()
+        lines = []
+        with env.begin() as txn:
+            for f in frames:
+                value = txn.get(f.key.encode('ascii'))
+                h, w, c = frame_shape(value)
+                lines.append(f'{f.key}.{value_ext(value)} ({h},{w},{c}) {png_level if encoding == "png" else 0}\n')
+            if txn.stat()['entries'] != len(frames):
+                raise DatasetError(f'{partial} holds {txn.stat()["entries"]} frames, the input has {len(frames)}; '
+                                   'the input changed since the interrupted run: pass --overwrite')
+        env.sync(True)
+    finally:
+        env.close()
+    _write_atomic(partial / 'meta_info.txt', ''.join(lines))
+    os.replace(partial, path)
+    return len(frames)
+
+
+def _write_atomic(path, text):
+    tmp = path.with_name(path.name + '.tmp')
+    with open(tmp, 'w') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def pack(splits, out, encoding='raw', png_level=1, workers=None, overwrite=False, resume=False, scale=4):
+    """Pack every split and kind of a plan under ``out``; returns {split: {kind: frames}}."""
+    if encoding not in ENCODINGS:
+        raise DatasetError(f'unknown encoding {encoding!r}; choose from {", ".join(ENCODINGS)}')
+    out = Path(out)
+    sizes = check_sizes(splits, scale)
+    targets = [out / split / f'{kind}.lmdb' for split, kinds in splits.items() for kind in kinds]
+    check_outputs(targets + [out / split / 'meta_info.txt' for split in splits], overwrite, resume)
+    counts = {}
+    for split, kinds in splits.items():
+        counts[split] = {}
+        for kind, clips in kinds.items():
+            counts[split][kind] = write_lmdb(out / split / f'{kind}.lmdb', clips, sizes[split][kind], encoding,
+                                             png_level, workers, overwrite, desc=f'{split}/{kind}')
+        ref = next((k for k in HR_KINDS if k in kinds), next(iter(kinds)))
+        lines = [f'{clip} {len(frames)} ({sizes[split][ref][clip][0]},{sizes[split][ref][clip][1]},3)\n'
+                 for clip, frames in kinds[ref].items()]
+        _write_atomic(out / split / 'meta_info.txt', ''.join(lines))
+    return counts

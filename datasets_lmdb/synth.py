@@ -1,0 +1,162 @@
+"""VSRDB data from any sharp footage, made the way REDS and GoPro made theirs.
+
+For each sharp frame S_t, motion blur integrates the exposure along the real motion: dense optical
+flow (OpenCV DIS) to the neighbouring frames gives each pixel's path, the frame is resampled at
+sub-frame times spread over the exposure (``exposure`` frame intervals centred on t, enough samples
+for steps under a pixel), and the samples are averaged in linear light (gamma 2.2), then re-encoded.
+Then ``*_bicubic/X4`` come from MATLAB-style bicubic downsampling (BasicSR's ``imresize``).
+
+Output, in REDS layout under ROOT: ``train_sharp/<clip>/%08d.png``, ``train_blur/``,
+``train_sharp_bicubic/X4/``, ``train_blur_bicubic/X4/``. It is written to ``ROOT.partial`` and
+renamed when complete.
+"""
+import math
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .layout import DatasetError, list_frames
+from .pack import bicubic_downscale
+
+VIDEO_EXTS = ('.mp4', '.mov', '.avi', '.mkv', '.webm', '.m4v')
+GAMMA = 2.2
+MAX_SAMPLES = 65
+
+
+def read_source(path, start=0, max_frames=None, resize=None, step=1):
+    """Sharp frames (BGR uint8) of a video file or a frame folder (natural-sorted).
+
+    From frame ``start``, every ``step``-th frame (a higher step means more motion per frame, as in a
+    faster scene), at most ``max_frames`` of them, resized to ``resize`` = (w, h) if given.
+    """
+    path = Path(path)
+    frames = []
+    if path.is_dir():
+        files = list_frames(path)[start::step]
+        if max_frames:
+            files = files[:max_frames]
+        for f in files:
+            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if img is None:
+                raise DatasetError(f'{f}: unreadable or corrupt image')
+            frames.append(img)
+    elif path.is_file():
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            raise DatasetError(f'{path}: OpenCV cannot open this video')
+        index = 0
+        while max_frames is None or len(frames) < max_frames:
+            ok, img = cap.read()
+            if not ok:
+                break
+            if index >= start and (index - start) % step == 0:
+                frames.append(img)
+            index += 1
+        cap.release()
+        if not frames:
+            raise DatasetError(f'{path}: no frames could be decoded (from frame {start})')
+    else:
+        raise DatasetError(f'{path}: no such video file or frame folder')
+    if resize:
+        frames = [cv2.resize(f, tuple(resize), interpolation=cv2.INTER_AREA) for f in frames]
+    return frames
+
+
+def dense_flow(src, dst, dis=None):
+    """DIS optical flow (h, w, 2) from ``src`` to ``dst`` (BGR uint8): src[p] moves to p + flow[p]."""
+    dis = dis or cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return dis.calc(cv2.cvtColor(src, cv2.COLOR_BGR2GRAY), cv2.cvtColor(dst, cv2.COLOR_BGR2GRAY), None)
+
+
+def blur_frame(frame, flow_next, flow_prev, exposure):
+    """Integrate ``exposure`` frame intervals centred on ``frame`` along its motion.
+
+    Args:
+        frame: (h, w, 3) uint8 sharp frame t.
+        flow_next, flow_prev: (h, w, 2) flows from t to t+1 and from t to t-1 (either may be None at a
+            clip end: the other one, negated, stands in).
+        exposure (float): exposure length in frame intervals (0 = no blur, 1 = the whole interval).
+
+    Returns:
+        (h, w, 3) uint8 blurry frame.
+    """
+    if exposure <= 0:
+        return frame.copy()
+    flow_next = flow_next if flow_next is not None else -flow_prev
+    flow_prev = flow_prev if flow_prev is not None else -flow_next
+    reach = max(np.abs(flow_next).max(), np.abs(flow_prev).max()) * exposure / 2
+    n = int(min(MAX_SAMPLES, max(3, 2 * math.ceil(reach) + 1)))
+    linear = (frame.astype(np.float32) / 255.)**GAMMA
+    h, w = frame.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    acc = np.zeros_like(linear)
+    for tau in np.linspace(-exposure / 2, exposure / 2, n).tolist():
+        # the content at p at time t + tau came from about p - |tau| * (motion towards that side)
+        flow = flow_next if tau > 0 else flow_prev
+        acc += cv2.remap(linear, gx - abs(tau) * flow[..., 0], gy - abs(tau) * flow[..., 1], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(np.rint((acc / n)**(1 / GAMMA) * 255.), 0, 255).astype(np.uint8)
+
+
+def blur_clip(frames, exposure, workers=None):
+    """Blurry versions of a list of sharp frames (flows computed between neighbours)."""
+    def blur_one(i):
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        nxt = dense_flow(frames[i], frames[i + 1], dis) if i + 1 < len(frames) else None
+        prv = dense_flow(frames[i], frames[i - 1], dis) if i > 0 else None
+        if nxt is None and prv is None:  # a one-frame clip has no motion
+            nxt = np.zeros(frames[i].shape[:2] + (2,), np.float32)
+        return blur_frame(frames[i], nxt, prv, exposure)
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        return list(pool.map(blur_one, range(len(frames))))
+
+
+def synth(inputs, root, exposure=1.0, scale=4, clip_length=None, start=0, max_frames=None, resize=None,
+          overwrite=False, workers=None, first_clip=0, step=1):
+    """Make a REDS-layout VSRDB set under ``root`` from sharp videos or frame folders.
+
+    Each input is cut into clips of ``clip_length`` frames (default: one clip per input); clips are
+    named 000, 001, ... from ``first_clip``. Returns {clip: number of frames}.
+    """
+    root = Path(root)
+    partial = root.with_name(root.name + '.partial')
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise DatasetError(f'{root} already exists; pass --overwrite to replace it')
+    if partial.exists():  # left by an interrupted run: frames are cheap to redo
+        shutil.rmtree(partial)
+    clips, index = {}, first_clip
+    folders = {'sharp': 'train_sharp', 'blur': 'train_blur', 'sharp_bicubic': 'train_sharp_bicubic/X4',
+               'blur_bicubic': 'train_blur_bicubic/X4'}
+    for source in inputs:
+        frames = read_source(source, start, max_frames, resize, step)
+        h, w = frames[0].shape[:2]
+        if h % scale or w % scale:
+            raise DatasetError(f'{source}: frame size {w}x{h} is not a multiple of the scale {scale}; '
+                               'pass --resize W H')
+        length = clip_length or len(frames)
+        for begin in range(0, len(frames), length):
+            sharp = frames[begin:begin + length]
+            name = f'{index:03d}'
+            blurry = blur_clip(sharp, exposure, workers)
+            out = {'sharp': sharp, 'blur': blurry}
+            out['sharp_bicubic'] = [bicubic_downscale(f, scale) for f in sharp]
+            out['blur_bicubic'] = [bicubic_downscale(f, scale) for f in blurry]
+            for kind, imgs in out.items():
+                folder = partial / folders[kind] / name
+                folder.mkdir(parents=True)
+                for i, img in enumerate(tqdm(imgs, desc=f'{name}/{kind}', unit='frame', leave=False)):
+                    if not cv2.imwrite(str(folder / f'{i:08d}.png'), img):
+                        raise DatasetError(f'{folder}: cannot write frame {i:08d}.png')
+            clips[name] = len(sharp)
+            index += 1
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(partial, root)
+    return clips

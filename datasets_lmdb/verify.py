@@ -1,0 +1,80 @@
+"""``verify OUT``: decode every frame of every LMDB and check the packed dataset is whole."""
+from pathlib import Path
+
+import lmdb
+from tqdm import tqdm
+
+from hoffr_arch.data.frame_io import decode_frame
+
+from .layout import LR_OF
+
+
+def read_dataset_meta(path):
+    """``<clip> <nframes> (h,w,c)`` lines -> {clip: (nframes, (h, w, c))}."""
+    meta = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            clip, n, shape = line.split()
+            meta[clip] = (int(n), tuple(int(v) for v in shape.strip('()').split(',')))
+    return meta
+
+
+def read_lmdb_meta(lmdb_path):
+    """BasicSR's ``meta_info.txt`` of an LMDB -> {key: (h, w, c)}."""
+    meta = {}
+    for line in (Path(lmdb_path) / 'meta_info.txt').read_text().splitlines():
+        if line.strip():
+            name, shape = line.split()[:2]
+            meta[name.rsplit('.', 1)[0]] = tuple(int(v) for v in shape.strip('()').split(','))
+    return meta
+
+
+def verify(out, scale=4):
+    """Check every split under ``out``; returns (problems, {split: {kind: frames}})."""
+    out = Path(out)
+    problems, counts = [], {}
+    splits = sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []
+    if not splits:
+        return [f'{out}: no packed splits found'], counts
+    for split_dir in splits:
+        split = split_dir.name
+        for partial in split_dir.glob('*.partial'):
+            problems.append(f'{partial}: left by an interrupted conversion (rerun with --resume)')
+        if not (split_dir / 'meta_info.txt').exists():
+            problems.append(f'{split_dir}/meta_info.txt: missing')
+            continue
+        clips = read_dataset_meta(split_dir / 'meta_info.txt')
+        expected_keys = {f'{clip}/{i:08d}' for clip, (n, _) in clips.items() for i in range(n)}
+        shapes = {}
+        counts[split] = {}
+        for lmdb_dir in sorted(split_dir.glob('*.lmdb')):
+            kind = lmdb_dir.name[:-len('.lmdb')]
+            meta = read_lmdb_meta(lmdb_dir)
+            env = lmdb.open(str(lmdb_dir), readonly=True, lock=False, readahead=False)
+            seen = set()
+            with env.begin() as txn:
+                for key, value in tqdm(txn.cursor(), total=txn.stat()['entries'], unit='frame', desc=f'{split}/{kind}'):
+                    key = bytes(key).decode('ascii')
+                    seen.add(key)
+                    try:
+                        shape = decode_frame(value).shape
+                    except ValueError as err:
+                        problems.append(f'{lmdb_dir}: frame {key}: {err}')
+                        continue
+                    if key in meta and meta[key] != shape:
+                        problems.append(f'{lmdb_dir}: frame {key} is {shape}, its meta_info.txt says {meta[key]}')
+                    shapes.setdefault(kind, {}).setdefault(key.split('/')[0], shape)
+            env.close()
+            counts[split][kind] = len(seen)
+            for what, keys in (('frames missing', expected_keys - seen), ('frames not in meta_info', seen - expected_keys)):
+                if keys:
+                    problems.append(f'{lmdb_dir}: {len(keys)} {what}, e.g. {sorted(keys)[0]}')
+            if set(meta) != seen:
+                problems.append(f'{lmdb_dir}/meta_info.txt lists {len(meta)} keys, the LMDB holds {len(seen)}')
+        for lr_kind, hr_kind in LR_OF.items():
+            for clip, (h, w, _) in shapes.get(lr_kind, {}).items():
+                hr = shapes.get(hr_kind, {}).get(clip)
+                if hr and hr[:2] != (scale * h, scale * w):
+                    problems.append(f'{split} clip {clip}: {hr_kind} is {hr[0]}x{hr[1]}, {lr_kind} is {h}x{w}: '
+                                    f'not {scale} x')
+    return problems, counts

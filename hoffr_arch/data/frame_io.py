@@ -1,0 +1,73 @@
+"""How frames are stored in our LMDBs, and how the datasets read them back.
+
+A stored value is one of:
+- ``raw``: a 16-byte header (``HFRW`` + uint32 h, w, c, little-endian) then the uint8 BGR pixels,
+  row-major. Decoding is a memory view: a training crop copies only the crop's pixels.
+- ``png`` / ``jpg``: an encoded image, decoded by OpenCV (BasicSR's ``imfrombytes`` format).
+
+``decode_frame`` tells them apart by the header, so a reader needs no per-key format table.
+"""
+import struct
+
+import cv2
+import numpy as np
+
+RAW_MAGIC = b'HFRW'
+_HEADER = struct.Struct('<4sIII')
+ENCODINGS = ('raw', 'png', 'source')
+
+
+def encode_raw(img):
+    """(h, w, c) uint8 -> bytes of the ``raw`` format."""
+    img = np.ascontiguousarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3:
+        raise ValueError(f'encode_raw wants an (h, w, c) uint8 image, got {img.dtype} {img.shape}')
+    return _HEADER.pack(RAW_MAGIC, *img.shape) + img.tobytes()
+
+
+def encode_png(img, level):
+    """(h, w, c) uint8 -> PNG bytes at zlib ``level`` (0-9)."""
+    ok, buf = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, int(level)])
+    if not ok:
+        raise ValueError('PNG encoding failed')
+    return buf.tobytes()
+
+
+def is_raw(buf):
+    return bytes(buf[:4]) == RAW_MAGIC
+
+
+def frame_shape(buf):
+    """(h, w, c) of a stored frame, reading only the header where the format has one."""
+    if is_raw(buf):
+        return tuple(_HEADER.unpack_from(buf)[1:])
+    if bytes(buf[:8]) == b'\x89PNG\r\n\x1a\n':
+        w, h = struct.unpack('>II', bytes(buf[16:24]))
+        colour = buf[25]
+        return (h, w, {0: 1, 4: 2, 6: 4}.get(colour, 3))
+    return decode_frame(buf).shape
+
+
+def decode_frame(buf, crop=None):
+    """Stored bytes -> (h, w, 3) uint8 BGR image (a copy), optionally cropped.
+
+    Args:
+        buf (bytes): value from the LMDB or the bytes of an image file.
+        crop (tuple | None): (top, left, height, width) taken before copying for ``raw`` frames.
+
+    Raises:
+        ValueError: the bytes are not a decodable image.
+    """
+    if is_raw(buf):
+        _, h, w, c = _HEADER.unpack_from(buf)
+        if len(buf) != _HEADER.size + h * w * c:
+            raise ValueError(f'raw frame holds {len(buf) - _HEADER.size} pixel bytes, header says {h}x{w}x{c}')
+        img = np.frombuffer(buf, np.uint8, offset=_HEADER.size).reshape(h, w, c)
+    else:
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError('not a decodable image')
+    if crop is not None:
+        top, left, ch, cw = crop
+        img = img[top:top + ch, left:left + cw]
+    return np.array(img)  # a writable copy: of the crop only, for raw frames
