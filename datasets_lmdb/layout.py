@@ -4,11 +4,11 @@ A plan is ``{split: {kind: {clip: [Frame, ...]}}}``; kinds are ``sharp`` and ``b
 ``sharp_bicubic`` and ``blur_bicubic`` (LR). Frames are natural-sorted (``im2`` before ``im10``),
 must be numbered without gaps, and are keyed ``<clip>/<position:08d>`` in the LMDB.
 """
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from hoffr_arch.data.frame_io import DatasetError, list_clips, list_frames, natural_key
+
 HR_KINDS = ('sharp', 'blur')
 LR_KINDS = ('sharp_bicubic', 'blur_bicubic')
 KINDS = HR_KINDS + LR_KINDS
@@ -18,68 +18,12 @@ DVD_TEST = ('720p_240fps_2', 'IMG_0003', 'IMG_0021', 'IMG_0030', 'IMG_0031', 'IM
             'IMG_0037', 'IMG_0039', 'IMG_0049')
 
 
-class DatasetError(ValueError):
-    """Bad input data; the message names the clip, frame or file and what is wrong."""
-
-
 @dataclass(frozen=True)
 class Frame:
     """One frame to pack: read ``path``; if ``downscale``, MATLAB-bicubic it by 1/downscale."""
     key: str
     path: Path
     downscale: int = 0
-
-
-def natural_key(name):
-    """Sort key that orders digit runs by value: im2 < im10."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r'(\d+)', name)]
-
-
-def _ascii(path, what):
-    if not path.name.isascii():
-        raise DatasetError(f'{path}: non-ASCII {what} name (LMDB keys must be ASCII); rename it')
-
-
-def list_clips(folder):
-    """Clip folders under ``folder``, natural-sorted; a stray file there is an error."""
-    if not folder.is_dir():
-        raise DatasetError(f'{folder}: folder not found')
-    clips = []
-    for entry in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
-        _ascii(entry, 'clip folder' if entry.is_dir() else 'file')
-        if not entry.is_dir():
-            raise DatasetError(f'{entry}: stray file among the clip folders of {folder}')
-        clips.append(entry)
-    if not clips:
-        raise DatasetError(f'{folder}: no clip folders')
-    return clips
-
-
-def list_frames(clip_dir):
-    """Image files of one clip, natural-sorted and checked: no stray files, no gaps, not empty."""
-    frames = []
-    for entry in clip_dir.iterdir():
-        _ascii(entry, 'frame')
-        if entry.is_dir() or entry.suffix.lower() not in IMAGE_EXTS:
-            raise DatasetError(f'{entry}: stray {"folder" if entry.is_dir() else "non-image file"} in clip '
-                               f'{clip_dir.name} (frames must be {"/".join(IMAGE_EXTS)})')
-        frames.append(entry)
-    if not frames:
-        raise DatasetError(f'{clip_dir}: empty clip (no frames)')
-    frames.sort(key=lambda p: natural_key(p.name))
-    numbers = []
-    for f in frames:
-        digits = re.findall(r'\d+', f.stem)
-        if not digits:
-            raise DatasetError(f'{f}: frame name has no frame number')
-        numbers.append(int(digits[-1]))
-    for prev, cur, path in zip(numbers, numbers[1:], frames[1:]):
-        if cur == prev:
-            raise DatasetError(f'{path}: two frames numbered {cur} in clip {clip_dir.name}')
-        if cur != prev + 1:
-            raise DatasetError(f'clip {clip_dir.name} ({clip_dir}): missing frame {prev + 1} '
-                               f'(frames jump from {prev} to {cur})')
-    return frames
 
 
 def scan_kind(folder, rename=None):
