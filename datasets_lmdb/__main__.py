@@ -2,6 +2,8 @@
 import argparse
 import sys
 
+import cv2
+
 from . import DatasetError, dvd_plan, pack, reds_plan, synth, verify
 from hoffr_arch.data.frame_io import ENCODINGS
 
@@ -64,6 +66,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # bad frames get our one-line error naming them; OpenCV's own decoder log would only repeat it
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         if args.command == 'verify':
             problems, counts = verify(args.output, args.scale)
