@@ -12,7 +12,6 @@ setup(
     'as a BasicSR plugin',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
-    license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=['hoffr_arch', 'hoffr_arch.*', 'datasets_lmdb', 'datasets_lmdb.*']),
     install_requires=[

@@ -132,6 +132,7 @@ def synth(inputs, root, exposure=1.0, scale=4, clip_length=None, start=0, max_fr
     if partial.exists():  # left by an interrupted run: frames are cheap to redo
         shutil.rmtree(partial)
     clips, index = {}, first_clip
+    bar = tqdm(unit='frame', desc='synth')
     folders = {'sharp': 'train_sharp', 'blur': 'train_blur', 'sharp_bicubic': 'train_sharp_bicubic/X4',
                'blur_bicubic': 'train_blur_bicubic/X4'}
     for source in inputs:
@@ -151,11 +152,13 @@ def synth(inputs, root, exposure=1.0, scale=4, clip_length=None, start=0, max_fr
             for kind, imgs in out.items():
                 folder = partial / folders[kind] / name
                 folder.mkdir(parents=True)
-                for i, img in enumerate(tqdm(imgs, desc=f'{name}/{kind}', unit='frame', leave=False)):
+                for i, img in enumerate(imgs):
                     if not cv2.imwrite(str(folder / f'{i:08d}.png'), img):
                         raise DatasetError(f'{folder}: cannot write frame {i:08d}.png')
             clips[name] = len(sharp)
+            bar.update(len(sharp))
             index += 1
+    bar.close()
     if root.exists():
         shutil.rmtree(root)
     os.replace(partial, root)

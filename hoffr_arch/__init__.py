@@ -4,6 +4,6 @@
 """
 # flake8: noqa
 from . import compat
-from . import archs, data, losses, models
+from . import archs, data, losses, metrics, models
 
 __version__ = '0.1.0'

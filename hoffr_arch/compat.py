@@ -7,11 +7,17 @@ or re-runs our ``__main__`` module) gets the same fixes. Nothing here edits site
 applied at import time and only when the upstream failure is actually present.
 
 Each fix names the upstream failure it works around; ``tests/test_compat.py`` shows each failure
-without the fix. Later parts of the project (training, data) add their fixes here.
+without the fix. Failures that live in BasicSR's model and dataset classes are fixed in our own
+subclasses instead (see ``HOFFRModel`` and ``VSRDBRecurrentDataset`` / ``VSRDBTestDataset``):
+metric tensors created on 'cuda' and the in-place ``squeeze_`` of the validation input (failures 2
+and 3), DDP's ``device_ids`` on CPU, REDS' 100 frames per clip and the test dataset that refuses LMDB
+(failure 6). BasicSR's LMDB writer (failure 7) is replaced by ``datasets_lmdb``.
 """
 import importlib
+import os
 import sys
 import types
+from pathlib import Path
 
 __all__ = ['FIXES', 'applied_fixes']
 
@@ -40,8 +46,124 @@ def _alias_functional_tensor():
     return True
 
 
+def find_resume_state(experiments_root):
+    """Newest ``<iter>.state`` under ``experiments_root/training_states`` whose network file exists.
+
+    Temporary files of an interrupted save (``*.tmp``) are never candidates.
+    """
+    root = Path(experiments_root)
+    states = sorted((int(p.stem), p) for p in (root / 'training_states').glob('*.state') if p.stem.isdigit())
+    for it, path in reversed(states):
+        if (root / 'models' / f'net_g_{it}.pth').exists():
+            return str(path)
+    return None
+
+
+# (epoch, iter, batch size per GPU) of the state being resumed; read by ResumableSampler
+RESUME_POINT = {}
+# what the patches replaced, for the tests that show the upstream failures
+ORIGINALS = {}
+
+
+def _load_resume_state(opt):
+    """Failure 4: resume crashes without CUDA, and --auto_resume depends on the working directory.
+
+    ``basicsr.train.load_resume_state`` maps storages with ``torch.cuda.current_device()`` and looks for
+    states in ``experiments/<name>`` relative to the cwd (silently starting at iteration 0 elsewhere).
+    This one looks under ``opt['path']['experiments_root']`` (absolute, from the root path), loads to
+    CPU (the optimizer moves its state to the parameters' device), and records the resume point so
+    that the sampler continues the data order instead of replaying the epoch.
+    Training states are our own files (optimizer and scheduler state, with a ``Counter``), so they
+    are loaded with ``weights_only=False``.
+    """
+    import torch
+    from basicsr.utils import check_resume
+    path = find_resume_state(opt['path']['experiments_root']) if opt['auto_resume'] else opt['path'].get('resume_state')
+    RESUME_POINT.clear()
+    if path is None:
+        return None
+    opt['path']['resume_state'] = path
+    state = torch.load(path, map_location='cpu', weights_only=False)
+    check_resume(opt, state['iter'])
+    RESUME_POINT.update(epoch=state['epoch'], iter=state['iter'],
+                        batch_size=opt['datasets']['train']['batch_size_per_gpu'])
+    return state
+
+
+def _resumable_sampler():
+    """Failure 4b: a resumed run replays the data of the interrupted epoch from its start.
+
+    BasicSR's loop restarts the epoch's sampler at its first index. ``ResumableSampler`` (installed as
+    ``basicsr.train.EnlargedSampler``) skips, in the resumed epoch only, the batches that were
+    already trained on: the epoch's order is fixed by its seed, so the run continues where it stopped.
+    """
+    from basicsr.data.data_sampler import EnlargedSampler
+
+    class ResumableSampler(EnlargedSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.resume = dict(RESUME_POINT)
+
+        def __iter__(self):
+            indices = list(super().__iter__())
+            if self.resume and self.epoch == self.resume['epoch']:
+                per_epoch = len(self) // self.resume['batch_size']  # the DataLoader drops the last batch
+                done = self.resume['iter'] - self.resume['epoch'] * per_epoch
+                indices = indices[max(done, 0) * self.resume['batch_size']:]
+                self.resume = {}
+            return iter(indices)
+
+    return ResumableSampler
+
+
+def _init_dist(launcher, backend=None, **kwargs):
+    """Failure 5: ``init_dist`` hard-codes nccl and ``set_device(rank % device_count)`` (ZeroDivision on CPU).
+
+    gloo without CUDA, nccl with it; the device is ``LOCAL_RANK`` (set by torchrun and by the slurm
+    branch), not the global rank. The start method stays BasicSR's ('spawn').
+    """
+    import subprocess
+
+    import torch
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method('spawn')
+    cuda = torch.cuda.is_available()
+    backend = backend or ('nccl' if cuda else 'gloo')
+    if launcher == 'slurm':
+        proc_id, ntasks = int(os.environ['SLURM_PROCID']), int(os.environ['SLURM_NTASKS'])
+        per_node = torch.cuda.device_count() if cuda else int(os.environ.get('SLURM_NTASKS_PER_NODE', '1').split('(')[0])
+        port = kwargs.pop('port', None)
+        os.environ['MASTER_PORT'] = str(port or os.environ.get('MASTER_PORT', '29500'))
+        node_list = os.environ['SLURM_NODELIST']
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+        os.environ.update(WORLD_SIZE=str(ntasks), RANK=str(proc_id), LOCAL_RANK=str(proc_id % max(per_node, 1)))
+    elif launcher != 'pytorch':
+        raise ValueError(f'Invalid launcher type: {launcher}')
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def _patch_training():
+    """Install the resume, sampler and distributed fixes into BasicSR's train pipeline."""
+    import basicsr.train
+    import basicsr.utils.options
+    if getattr(basicsr.train, '_hoffr_patched', False):
+        return False
+    ORIGINALS.update(load_resume_state=basicsr.train.load_resume_state, EnlargedSampler=basicsr.train.EnlargedSampler,
+                     init_dist=basicsr.utils.options.init_dist)
+    basicsr.train.load_resume_state = _load_resume_state
+    basicsr.train.EnlargedSampler = _resumable_sampler()
+    basicsr.utils.options.init_dist = _init_dist
+    basicsr.train._hoffr_patched = True
+    return True
+
+
 FIXES = {
     'torchvision_functional_tensor': _alias_functional_tensor,
+    'training_resume_sampler_dist': _patch_training,
 }
 
 

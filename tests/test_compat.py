@@ -40,3 +40,100 @@ def test_fix_is_effective_in_spawned_dataloader_workers(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert '[(3, 4, 5), (3, 4, 5)]' in result.stdout
+
+
+def test_resume_state_loads_on_cpu_where_basicsr_needs_cuda(tmp_path):
+    import torch
+    from basicsr.utils.options import ordered_yaml  # noqa: F401  (basicsr importable)
+    from hoffr_arch import compat
+    exp = tmp_path / 'experiments' / 'x'
+    (exp / 'training_states').mkdir(parents=True)
+    (exp / 'models').mkdir()
+    torch.save({'epoch': 1, 'iter': 4, 'optimizers': [], 'schedulers': []}, exp / 'training_states' / '4.state')
+    torch.save({'params': {}}, exp / 'models' / 'net_g_4.pth')
+    opt = {'name': 'x', 'auto_resume': False, 'network_g': {}, 'datasets': {'train': {'batch_size_per_gpu': 2}},
+           'path': {'resume_state': str(exp / 'training_states' / '4.state'), 'experiments_root': str(exp),
+                    'models': str(exp / 'models')}}
+    if not torch.cuda.is_available():
+        with pytest.raises((RuntimeError, AssertionError)):
+            compat.ORIGINALS['load_resume_state'](dict(opt, path=dict(opt['path'])))
+    state = compat._load_resume_state(opt)
+    assert state['iter'] == 4 and compat.RESUME_POINT == {'epoch': 1, 'iter': 4, 'batch_size': 2}
+    # auto_resume finds it from the experiment root, whatever the working directory
+    opt.update(auto_resume=True)
+    opt['path']['resume_state'] = None
+    assert compat._load_resume_state(opt)['iter'] == 4
+    assert opt['path']['pretrain_network_g'] == str(exp / 'models' / 'net_g_4.pth')
+    compat.RESUME_POINT.clear()
+
+
+def test_resumed_sampler_continues_instead_of_replaying():
+    from hoffr_arch import compat
+    dataset = list(range(10))
+    stock = compat.ORIGINALS['EnlargedSampler'](dataset, 1, 0)
+    stock.set_epoch(3)
+    order = list(stock)
+    compat.RESUME_POINT.update(epoch=3, iter=3 * 5 + 2, batch_size=2)  # 5 batches per epoch, 2 done in epoch 3
+    try:
+        sampler = __import__('basicsr.train', fromlist=['EnlargedSampler']).EnlargedSampler(dataset, 1, 0)
+    finally:
+        compat.RESUME_POINT.clear()
+    sampler.set_epoch(3)
+    assert list(sampler) == order[4:]  # the stock sampler would replay order[:4]
+    sampler.set_epoch(4)
+    stock.set_epoch(4)
+    assert list(sampler) == list(stock)  # later epochs are whole
+
+
+def test_init_dist_works_on_cpu(monkeypatch):
+    import torch
+    import torch.distributed as dist
+    from hoffr_arch import compat
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', '29631')
+    if not torch.cuda.is_available():
+        with pytest.raises((ZeroDivisionError, RuntimeError)):
+            compat.ORIGINALS['init_dist']('pytorch')
+    compat._init_dist('pytorch')
+    try:
+        assert dist.get_backend() == ('nccl' if torch.cuda.is_available() else 'gloo')
+        assert dist.get_world_size() == 1
+    finally:
+        dist.destroy_process_group()
+
+
+def test_video_validation_on_cpu(tmp_path):
+    """BasicSR's video validation allocates its metric tensors on 'cuda'; HOFFRModel's runs anywhere."""
+    import numpy as np
+    import torch
+    from basicsr.models.video_recurrent_model import VideoRecurrentModel
+    from hoffr_arch.models.hoffr_model import HOFFRModel
+
+    class Clips(torch.utils.data.Dataset):
+        opt = {'name': 'clips'}
+        data_info = {'folder': ['c0'] * 3}
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            gen = torch.Generator().manual_seed(i)
+            return {'lq': torch.rand(3, 3, 8, 8, generator=gen), 'gt': torch.rand(3, 3, 32, 32, generator=gen),
+                    'folder': 'c0'}
+
+    opt = {'name': 'v', 'model_type': 'HOFFRModel', 'num_gpu': 0, 'is_train': False, 'dist': False, 'scale': 4,
+           'network_g': {'type': 'HOFFR', 'num_feat': 8, 'sr_num_feat': 8, 'sr_num_block': 1, 'db_num_feat': 8,
+                         'db_num_block': 1, 'squeeze_factor': 4, 'pof_num_feat': 4, 'pof_num_block': 1},
+           'path': {'results_root': str(tmp_path), 'visualization': str(tmp_path / 'vis')},
+           'val': {'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}}}
+    model = HOFFRModel(opt)
+    loader = torch.utils.data.DataLoader(Clips())
+    if not torch.cuda.is_available():
+        with pytest.raises((RuntimeError, AssertionError)):
+            VideoRecurrentModel.nondist_validation(model, loader, 0, None, False)
+        del model.best_metric_results
+    model.validation(loader, 'v', None, save_img=False)
+    assert np.isfinite(model.metric_results['psnr'])

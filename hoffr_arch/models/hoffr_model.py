@@ -1,0 +1,263 @@
+"""HOFFRModel: BasicSR's video recurrent model, trained with HOFFR's three losses.
+
+Differences from ``VideoRecurrentModel`` (and why):
+- feeds the sharp LR frames (``lq_sharp``) next to ``lq`` and ``gt``, and composes
+  L = L_SR + L_DB + L_OF from ``train.sr_opt``, ``db_opt``, ``flow_opt`` (each term logged);
+- ``flow_lr_mul`` scales the learning rate of the POF (BasicSR's only knows SpyNet's names);
+- a non-finite loss stops the run before it touches the weights, naming the last good checkpoint;
+- validation is our own: BasicSR's creates metric tensors on 'cuda', squeezes the shared input in
+  place on CPU, refuses to save images during training and ignores EMA weights. Ours runs on any
+  device and in DDP, adds the FMA-Net protocol (``skip_border_frames``) and clip-level metrics
+  (tOF), and writes ``metrics_<dataset>.json`` when testing;
+- checkpoints and training states are written atomically (temporary file, then rename), so a
+  kill during a save never leaves a partial file for ``--auto_resume`` to meet;
+- DDP on CPU (gloo) as well as CUDA, optional bf16 autocast on CUDA (``train.bf16``, ``val.bf16``).
+"""
+import json
+import os
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from copy import deepcopy
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import distributed as dist
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.models.video_recurrent_model import VideoRecurrentModel
+from basicsr.archs import build_network
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.dist_util import get_dist_info, master_only
+from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
+
+CLIP_METRICS = ('calculate_tof', )  # metrics computed on whole clips, not per frame
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops, checkpoints are kept."""
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` to ``path`` via a temporary file and a rename: readers see all or nothing."""
+    path = Path(path)
+    tmp = path.with_name(path.name + '.tmp')
+    with open(tmp, 'wb') as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@MODEL_REGISTRY.register()
+class HOFFRModel(VideoRecurrentModel):
+    """Training and validation of HOFFR (see the module docstring for the options it adds)."""
+
+    def model_to_device(self, net):
+        net = net.to(self.device)
+        if self.opt['dist']:
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            return DistributedDataParallel(net, device_ids=device_ids,
+                                           find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        if self.opt['num_gpu'] > 1:
+            return DataParallel(net)
+        return net
+
+    def init_training_settings(self):
+        self.net_g.train()
+        train_opt = self.opt['train']
+        logger = get_root_logger()
+        self.ema_decay = train_opt.get('ema_decay', 0)
+        if self.ema_decay > 0:
+            logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
+            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+            load_path = self.opt['path'].get('pretrain_network_g')
+            if load_path is not None:
+                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
+            else:
+                self.model_ema(0)
+            self.net_g_ema.eval()
+
+        if not train_opt.get('sr_opt'):
+            raise KeyError('train.sr_opt is required (the SR loss, e.g. {type: SRLoss, loss_weight: 1.0})')
+        self.cri_sr = build_loss(train_opt['sr_opt']).to(self.device)
+        self.cri_db = build_loss(train_opt['db_opt']).to(self.device) if train_opt.get('db_opt') else None
+        self.cri_flow = build_loss(train_opt['flow_opt']).to(self.device) if train_opt.get('flow_opt') else None
+        if (self.cri_db or self.cri_flow) and not self.opt['datasets'].get('train', {}).get('dataroot_lq_sharp'):
+            raise KeyError('train.db_opt / train.flow_opt need the sharp LR frames: set '
+                           'datasets.train.dataroot_lq_sharp')
+        self.use_bf16 = bool(train_opt.get('bf16')) and self.device.type == 'cuda'
+        self.log_batch_keys = bool(train_opt.get('log_batch_keys'))
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def setup_optimizers(self):
+        train_opt = self.opt['train']
+        flow_lr_mul = train_opt.get('flow_lr_mul', 1)
+        optim_opt = deepcopy(train_opt['optim_g'])
+        optim_type = optim_opt.pop('type')
+        pof = {id(p) for p in self.get_bare_model(self.net_g).pof.parameters()}
+        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        if flow_lr_mul == 1:
+            groups = params
+        else:
+            get_root_logger().info(f'POF learning rate x {flow_lr_mul}')
+            groups = [{'params': [p for p in params if id(p) not in pof], 'lr': optim_opt['lr']},
+                      {'params': [p for p in params if id(p) in pof], 'lr': optim_opt['lr'] * flow_lr_mul}]
+        self.optimizer_g = self.get_optimizer(optim_type, groups, **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        if optim_type in ('Adam', 'AdamW'):
+            return getattr(torch.optim, optim_type)(params, lr, **kwargs)
+        raise NotImplementedError(f'train.optim_g.type {optim_type!r} is not supported (Adam, AdamW)')
+
+    def feed_data(self, data):
+        self.lq = data['lq'].to(self.device)
+        if 'gt' in data:
+            self.gt = data['gt'].to(self.device)
+        self.lq_sharp = data['lq_sharp'].to(self.device) if 'lq_sharp' in data else None
+        self.batch_keys = data.get('key')
+
+    def _autocast(self, enabled):
+        return torch.autocast('cuda', dtype=torch.bfloat16) if enabled else nullcontext()
+
+    def optimize_parameters(self, current_iter):
+        if self.log_batch_keys:
+            get_root_logger().info(f'iter {current_iter} batch keys: {" ".join(self.batch_keys)}')
+        self.optimizer_g.zero_grad(set_to_none=True)
+        with self._autocast(self.use_bf16):
+            self.output, aux = self.net_g(self.lq, return_aux=True)
+            losses = OrderedDict(l_sr=self.cri_sr(self.output.float(), self.gt))
+            if self.cri_db:
+                losses['l_db'] = self.cri_db(aux['deblurred'].float(), self.lq_sharp)
+            if self.cri_flow:
+                flows = {k: v.float() for k, v in aux['flows'].items()}
+                losses['l_flow'] = self.cri_flow(flows, self.lq_sharp, self.gt)
+        total = sum(losses.values())
+        self._check_finite(total, losses, current_iter)
+        total.backward()
+        self.optimizer_g.step()
+        losses['l_total'] = total
+        self.log_dict = self.reduce_loss_dict(losses)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def _check_finite(self, total, losses, current_iter):
+        finite = torch.isfinite(total.detach()).float()
+        if self.opt['dist']:  # every rank stops together, none waits in an all-reduce
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() == 1:
+            return
+        terms = ', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())
+        states = Path(self.opt['path']['training_states'])
+        saved = sorted((int(p.stem) for p in states.glob('*.state') if p.stem.isdigit()), reverse=True)
+        last = f'iteration {saved[0]} in {states}' if saved else 'none saved yet'
+        raise NonFiniteLossError(f'non-finite loss at iteration {current_iter} ({terms}); stopped before updating '
+                                 f'the weights. Last good checkpoint: {last} (continue with --auto_resume after '
+                                 'lowering the learning rate)')
+
+    def test(self):
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        with torch.no_grad(), self._autocast(bool(self.opt['val'].get('bf16')) and self.device.type == 'cuda'):
+            self.output = net(self.lq).float()
+        net.train(was_training)
+
+    # --- validation -------------------------------------------------------------------------
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        self._validate(dataloader, current_iter, tb_logger, save_img)
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        self._validate(dataloader, current_iter, tb_logger, save_img)
+
+    def _clip_metrics(self, outputs, gts):
+        """Per-frame metrics averaged over the clip (FMA-Net: ``skip_border_frames``), and clip metrics."""
+        val_opt = self.opt['val']
+        skip = int(val_opt.get('skip_border_frames', 0))
+        keep = range(skip, len(outputs) - skip) if len(outputs) > 2 * skip else range(len(outputs))
+        values = {}
+        for name, metric_opt in (val_opt.get('metrics') or {}).items():
+            metric_opt = {k: v for k, v in metric_opt.items() if k != 'better'}
+            if metric_opt['type'] in CLIP_METRICS:
+                fn = METRIC_REGISTRY.get(metric_opt.pop('type'))
+                values[name] = fn([outputs[i] for i in keep], [gts[i] for i in keep], **metric_opt)
+            else:
+                values[name] = float(np.mean([calculate_metric({'img': outputs[i], 'img2': gts[i]}, metric_opt)
+                                              for i in keep]))
+        return values
+
+    def _validate(self, dataloader, current_iter, tb_logger, save_img):
+        dataset = dataloader.dataset
+        name = dataset.opt['name']
+        with_metrics = bool(self.opt['val'].get('metrics'))
+        if with_metrics:
+            self._initialize_best_metric_results(name)  # once per dataset
+        rank, world_size = get_dist_info()
+        suffix = current_iter if self.opt['is_train'] else self.opt['val'].get('suffix') or self.opt['name']
+        per_clip = {}
+        for index in range(rank, len(dataset), world_size):
+            data = dataset[index]
+            clip = data['folder']
+            # fresh batch tensors: nothing shared with the dataset item is changed in place
+            self.feed_data({k: data[k].unsqueeze(0) for k in ('lq', 'gt') if k in data})
+            self.test()
+            outputs = [tensor2img(frame) for frame in self.output[0]]
+            gts = [tensor2img(frame) for frame in self.gt[0]] if hasattr(self, 'gt') else None
+            if save_img:
+                folder = Path(self.opt['path']['visualization']) / name / clip
+                for i, img in enumerate(outputs):
+                    imwrite(img, str(folder / f'{i:08d}_{suffix}.png'))
+            if with_metrics and gts is not None:
+                per_clip[clip] = self._clip_metrics(outputs, gts)
+            del self.lq, self.output
+            if hasattr(self, 'gt'):
+                del self.gt
+        if world_size > 1:
+            gathered = [None] * world_size
+            dist.all_gather_object(gathered, per_clip)
+            per_clip = {k: v for part in gathered for k, v in part.items()}
+        if with_metrics and rank == 0 and per_clip:
+            names = list(next(iter(per_clip.values())))
+            self.metric_results = {m: float(np.mean([v[m] for v in per_clip.values()])) for m in names}
+            for metric, value in self.metric_results.items():
+                self._update_best_metric_result(name, metric, value, current_iter)
+            SRModel._log_validation_metric_values(self, current_iter, name, tb_logger)
+            if not self.opt['is_train']:
+                self._write_metrics(name, per_clip)
+
+    @master_only
+    def _write_metrics(self, dataset_name, per_clip):
+        path = Path(self.opt['path']['results_root']) / f'metrics_{dataset_name}.json'
+        path.write_text(json.dumps({'dataset': dataset_name, 'average': self.metric_results, 'clips': per_clip,
+                                    'skip_border_frames': self.opt['val'].get('skip_border_frames', 0)}, indent=2))
+        get_root_logger().info(f'Metrics written to {path}')
+
+    # --- atomic checkpoints -------------------------------------------------------------------
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        current_iter = 'latest' if current_iter == -1 else current_iter
+        path = Path(self.opt['path']['models']) / f'{net_label}_{current_iter}.pth'
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        state = {}
+        for net_, key in zip(nets, keys):
+            state[key] = {k[7:] if k.startswith('module.') else k: v.cpu()
+                          for k, v in self.get_bare_model(net_).state_dict().items()}
+        atomic_torch_save(state, path)
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'time': time.time(),
+                 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        atomic_torch_save(state, Path(self.opt['path']['training_states']) / f'{current_iter}.state')

@@ -1,0 +1,253 @@
+"""BasicSR's train/test pipelines driving HOFFR on CPU: end to end, resume, torchrun, kill, NaN."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from datasets_lmdb.__main__ import main as datasets_cli
+from hoffr_arch import compat
+from hoffr_arch._entry import project_root
+from hoffr_arch.options import OptionsError, check_options
+
+from test_datasets_lmdb import make_reds
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def lmdb_data(tmp_path_factory):
+    """Two 10-frame clips for training, one 4-frame clip held out, as LMDB."""
+    tmp = tmp_path_factory.mktemp('data')
+    src = make_reds(tmp / 'REDS', {'000': 10, '001': 10, '002': 4}, h=64, w=96)
+    out = tmp / 'lmdb'
+    assert datasets_cli(['reds', '--input', str(src), '--output', str(out)]) == 0
+    train, test = out / 'train', out / 'test'
+    test.mkdir()
+    # hold clip 002 out: a test split with its own LMDBs
+    src_test = tmp / 'REDS_test'
+    for folder in ('train_sharp', 'train_blur', 'train_sharp_bicubic/X4', 'train_blur_bicubic/X4'):
+        shutil.copytree(src / folder / '002', src_test / folder / '002')
+    assert datasets_cli(['reds', '--input', str(src_test), '--output', str(tmp / 'lmdb_test')]) == 0
+    (train / 'meta_info.txt').write_text('000 10 (64,96,3)\n001 10 (64,96,3)\n')
+    return train, tmp / 'lmdb_test' / 'train'
+
+
+def train_options(root, data, name='tiny', total_iter=6, save_freq=3, **train_extra):
+    train, test = data
+    opt = {
+        'name': name, 'model_type': 'HOFFRModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
+        'datasets': {
+            'train': {'name': 'tiny_train', 'type': 'VSRDBRecurrentDataset',
+                      'dataroot_gt': str(train / 'sharp.lmdb'), 'dataroot_lq': str(train / 'blur_bicubic.lmdb'),
+                      'dataroot_lq_sharp': str(train / 'sharp_bicubic.lmdb'),
+                      'meta_info_file': str(train / 'meta_info.txt'), 'io_backend': {'type': 'lmdb'},
+                      'num_frame': 3, 'gt_size': 32, 'interval_list': [1], 'random_reverse': False,
+                      'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
+                      'dataset_enlarge_ratio': 1, 'prefetch_mode': None},
+            'val': {'name': 'tiny_val', 'type': 'VSRDBTestDataset', 'dataroot_gt': str(test / 'sharp.lmdb'),
+                    'dataroot_lq': str(test / 'blur_bicubic.lmdb'), 'io_backend': {'type': 'lmdb'}},
+        },
+        'network_g': {'type': 'HOFFR', 'num_feat': 8, 'sr_num_feat': 8, 'sr_num_block': 1, 'db_num_feat': 8,
+                      'db_num_block': 1, 'fusion_num_rcab': 1, 'squeeze_factor': 4, 'pof_num_feat': 8,
+                      'pof_num_block': 1},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.999]},
+                  'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [100], 'restart_weights': [1],
+                                'eta_min': 1e-5},
+                  'total_iter': total_iter, 'warmup_iter': -1, 'log_batch_keys': True,
+                  'sr_opt': {'type': 'SRLoss', 'loss_weight': 1.0},
+                  'db_opt': {'type': 'DBLoss', 'loss_weight': 0.5},
+                  'flow_opt': {'type': 'FlowWarpLoss', 'loss_weight': 0.01}, **train_extra},
+        'val': {'val_freq': save_freq, 'save_img': True,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False},
+                            'tof': {'type': 'calculate_tof', 'better': 'lower'}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': save_freq, 'use_tb_logger': False},
+    }
+    path = Path(root) / f'{name}.yml'
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return path
+
+
+def run(module, opt_path, root, cwd, *extra, launcher=None, timeout=300, check=True):
+    env = dict(os.environ, HOFFR_ROOT=str(root), OMP_NUM_THREADS='1')
+    if launcher:
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29617',
+               '-m', module, '-opt', str(opt_path), '--launcher', 'pytorch', *extra]
+    else:
+        cmd = [sys.executable, '-m', module, '-opt', str(opt_path), *extra]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def batch_keys(log_text):
+    """{iteration: batch keys} from the training log (train.log_batch_keys)."""
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r'iter (\d+) batch keys: (.*)', log_text)}
+
+
+def read_logs(root, name):
+    return '\n'.join(p.read_text() for p in sorted((Path(root) / 'experiments' / name).glob('train_*.log')))
+
+
+def test_train_then_resume_from_another_directory_continues_the_data(tmp_path, lmdb_data):
+    root = tmp_path / 'root'
+    root.mkdir()
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    # reference: 14 uninterrupted iterations (10 per epoch: the resume crosses an epoch boundary)
+    ref = train_options(tmp_path, lmdb_data, name='ref', total_iter=14, save_freq=6)
+    run('hoffr_arch.train', ref, root, tmp_path)
+    ref_keys = batch_keys(read_logs(root, 'ref'))
+    assert sorted(ref_keys) == list(range(1, 15))
+
+    # the same run stopped after 7 iterations (last checkpoint: 6), then auto-resumed from elsewhere
+    opt = train_options(tmp_path, lmdb_data, name='cut', total_iter=7, save_freq=6)
+    run('hoffr_arch.train', opt, root, tmp_path)
+    exp = root / 'experiments' / 'cut'
+    assert (exp / 'models' / 'net_g_6.pth').exists() and (exp / 'training_states' / '6.state').exists()
+    log = read_logs(root, 'cut')
+    assert 'Validation tiny_val' in log and '# psnr:' in log and '# tof:' in log
+    assert list((exp / 'visualization' / 'tiny_val' / '002').glob('00000003_6.png')), 'images saved during training'
+
+    opt = train_options(tmp_path, lmdb_data, name='cut', total_iter=14, save_freq=6)
+    run('hoffr_arch.train', opt, root, elsewhere, '--auto_resume')
+    log = read_logs(root, 'cut')
+    assert 'Resuming training from epoch: 0, iter: 6.' in log
+    keys = batch_keys(log.split('Resuming training')[1])
+    assert sorted(keys) == list(range(7, 15))
+    assert keys == {i: ref_keys[i] for i in range(7, 15)}, 'resume replayed or skipped data'
+    assert (exp / 'models' / 'net_g_12.pth').exists()
+    assert not list(elsewhere.iterdir()), 'nothing is written to the working directory'
+
+
+def test_test_pipeline_writes_metrics_and_images(tmp_path, lmdb_data):
+    root = tmp_path / 'root'
+    run('hoffr_arch.train', train_options(tmp_path, lmdb_data, total_iter=2, save_freq=2), root, tmp_path)
+    _, test = lmdb_data
+    opt = {'name': 'tiny_test', 'model_type': 'HOFFRModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
+           'datasets': {'test_1': {'name': 'held_out', 'type': 'VSRDBTestDataset',
+                                   'dataroot_gt': str(test / 'sharp.lmdb'), 'dataroot_lq': str(test / 'blur_bicubic.lmdb'),
+                                   'io_backend': {'type': 'lmdb'}}},
+           'network_g': yaml.safe_load((tmp_path / 'tiny.yml').read_text())['network_g'],
+           'path': {'pretrain_network_g': str(root / 'experiments' / 'tiny' / 'models' / 'net_g_latest.pth'),
+                    'param_key_g': 'params_ema', 'strict_load_g': True},
+           'val': {'save_img': True, 'skip_border_frames': 1,
+                   'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': False},
+                               'ssim': {'type': 'calculate_ssim', 'crop_border': 4, 'test_y_channel': False},
+                               'tof': {'type': 'calculate_tof'}}}}
+    path = tmp_path / 'test.yml'
+    path.write_text(yaml.safe_dump(opt))
+    run('hoffr_arch.test', path, root, tmp_path)
+    metrics = json.loads((root / 'results' / 'tiny_test' / 'metrics_held_out.json').read_text())
+    assert set(metrics['average']) == {'psnr', 'ssim', 'tof'} and set(metrics['clips']) == {'002'}
+    assert 5 < metrics['average']['psnr'] < 60 and metrics['skip_border_frames'] == 1
+    frames = sorted(p.name for p in (root / 'results' / 'tiny_test' / 'visualization' / 'held_out' / '002').iterdir())
+    assert frames == [f'{i:08d}_tiny_test.png' for i in range(4)]
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path, lmdb_data):
+    root = tmp_path / 'root'
+    opt = train_options(tmp_path, lmdb_data, name='ddp', total_iter=4, save_freq=2)
+    proc = run('hoffr_arch.train', opt, root, tmp_path, launcher=True)
+    log = read_logs(root, 'ddp')
+    assert 'World size (gpu number): 2' in log, proc.stdout[-2000:]
+    assert 'Validation tiny_val' in log
+    assert (root / 'experiments' / 'ddp' / 'models' / 'net_g_4.pth').exists()
+
+
+def test_sigkill_then_auto_resume_loses_at_most_one_interval(tmp_path, lmdb_data):
+    root = tmp_path / 'root'
+    opt = train_options(tmp_path, lmdb_data, name='killed', total_iter=400, save_freq=3)
+    states = root / 'experiments' / 'killed' / 'training_states'
+    env = dict(os.environ, HOFFR_ROOT=str(root), OMP_NUM_THREADS='1')
+    proc = subprocess.Popen([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(opt)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(states.glob('*.state'))) < 2:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = max(int(p.stem) for p in states.glob('*.state'))
+    # what a kill during a save leaves behind: temporary files, never a complete-looking one
+    (states / f'{saved + 3}.state.tmp').write_bytes(b'partial')
+    (root / 'experiments' / 'killed' / 'models' / f'net_g_{saved + 3}.pth.tmp').write_bytes(b'partial')
+    # and a network saved without its training state (killed between the two files)
+    shutil.copy(root / 'experiments' / 'killed' / 'models' / f'net_g_{saved}.pth',
+                root / 'experiments' / 'killed' / 'models' / f'net_g_{saved + 3}.pth')
+    opt = train_options(tmp_path, lmdb_data, name='killed', total_iter=saved + 2, save_freq=3)
+    run('hoffr_arch.train', opt, root, tmp_path, '--auto_resume')
+    log = read_logs(root, 'killed')
+    assert f'Resuming training from epoch: 0, iter: {saved}.' in log
+    assert f'iter {saved + 2} batch keys' in log
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tmp_path, lmdb_data):
+    root = tmp_path / 'root'
+    run('hoffr_arch.train', train_options(tmp_path, lmdb_data, name='nan', total_iter=4, save_freq=2), root, tmp_path)
+    models = root / 'experiments' / 'nan' / 'models'
+    before = {p.name: p.read_bytes() for p in models.iterdir()}
+    opt = train_options(tmp_path, lmdb_data, name='nan', total_iter=8, save_freq=2)
+    cfg = yaml.safe_load(opt.read_text())
+    cfg['train']['sr_opt']['loss_weight'] = float('nan')
+    opt.write_text(yaml.safe_dump(cfg))
+    proc = run('hoffr_arch.train', opt, root, tmp_path, '--auto_resume', check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: non-finite loss at iteration 5 (l_sr=nan'), last
+    assert 'Last good checkpoint: iteration 4' in last
+    assert {p.name: p.read_bytes() for p in models.iterdir()} == before
+
+
+def test_bad_option_file_fails_at_start_naming_the_key(tmp_path, lmdb_data):
+    opt = train_options(tmp_path, lmdb_data)
+    cfg = yaml.safe_load(opt.read_text())
+    cfg['train']['totl_iter'] = cfg['train'].pop('total_iter')
+    opt.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(OptionsError, match=r"missing key 'train.total_iter'"):
+        check_options(opt)
+    cfg['train']['total_iter'] = 3
+    opt.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(OptionsError, match=r"unknown key 'train.totl_iter' \(did you mean 'total_iter'\?\)"):
+        check_options(opt)
+    del cfg['train']['totl_iter']
+    cfg['network_g']['num_blocks'] = 3
+    cfg['datasets']['train']['gt_sise'] = 32
+    opt.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(OptionsError, match=r"unknown key 'network_g.num_blocks'"):
+        check_options(opt)
+    del cfg['network_g']['num_blocks']
+    opt.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(OptionsError, match=r"unknown key 'datasets.train.gt_sise' \(did you mean 'gt_size'\?\)"):
+        check_options(opt)
+    proc = run('hoffr_arch.train', opt, tmp_path, tmp_path, check=False)
+    assert proc.returncode == 1 and "unknown key 'datasets.train.gt_sise'" in proc.stderr
+    for shipped in sorted((REPO / 'options').rglob('*.yml')):
+        check_options(shipped, is_train='/test/' not in str(shipped))
+
+
+def test_project_root_does_not_depend_on_cwd(tmp_path, monkeypatch):
+    monkeypatch.delenv('HOFFR_ROOT', raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert project_root() == REPO
+    monkeypatch.setenv('HOFFR_ROOT', str(tmp_path))
+    assert project_root() == tmp_path
+
+
+def test_find_resume_state_ignores_partial_and_orphan_files(tmp_path):
+    (tmp_path / 'training_states').mkdir()
+    (tmp_path / 'models').mkdir()
+    for it in (5, 10):
+        (tmp_path / 'training_states' / f'{it}.state').write_bytes(b'x')
+        (tmp_path / 'models' / f'net_g_{it}.pth').write_bytes(b'x')
+    (tmp_path / 'training_states' / '15.state.tmp').write_bytes(b'x')
+    (tmp_path / 'training_states' / '20.state').write_bytes(b'x')  # its network file is missing
+    assert compat.find_resume_state(tmp_path) == str(tmp_path / 'training_states' / '10.state')
