@@ -38,5 +38,6 @@ def prepare(argv, is_train):
         sys.exit(f'error: {err}')
     sys.argv[1:] = argv
     root = project_root()
+    root.mkdir(parents=True, exist_ok=True)
     os.chdir(root)
     return str(root)

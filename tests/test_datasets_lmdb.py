@@ -113,18 +113,18 @@ def test_training_crops_match_source(tmp_path):
     for dataset in (ds, disk):
         for index in (0, 5, 10):
             item = dataset[index]
-            clip, start = item['key'].split('/')
+            clip = item['key'].split('/')[0]
             assert item['lq'].shape == (3, 3, 8, 8) and item['gt'].shape == (3, 3, 32, 32)
-            lr_src = load_dir(src / 'train_blur_bicubic' / 'X4' / clip)[int(start)]
             lq0 = as_bgr_uint8(item['lq'][0])
-            # find where the LR crop came from; the HR crop must be the same place x4
-            hits = [(y, x) for y in range(16 - 8 + 1) for x in range(24 - 8 + 1)
+            # find where the LR crop came from (frame, position); the HR crop must be the same place x4
+            lr_clip = load_dir(src / 'train_blur_bicubic' / 'X4' / clip)
+            hits = [(j, y, x) for j, lr_src in enumerate(lr_clip) for y in range(16 - 8 + 1) for x in range(24 - 8 + 1)
                     if np.array_equal(lr_src[y:y + 8, x:x + 8], lq0)]
-            assert hits, 'LR crop not found in its source frame'
-            y, x = hits[0]
-            hr_src = load_dir(src / 'train_sharp' / clip)[int(start)]
+            assert hits, 'LR crop not found in its clip'
+            start, y, x = hits[0]
+            hr_src = load_dir(src / 'train_sharp' / clip)[start]
             assert np.array_equal(as_bgr_uint8(item['gt'][0]), hr_src[4 * y:4 * y + 32, 4 * x:4 * x + 32])
-            sharp_src = load_dir(src / 'train_sharp_bicubic' / 'X4' / clip)[int(start)]
+            sharp_src = load_dir(src / 'train_sharp_bicubic' / 'X4' / clip)[start]
             assert np.array_equal(as_bgr_uint8(item['lq_sharp'][0]), sharp_src[y:y + 8, x:x + 8])
 
 

@@ -190,8 +190,9 @@ class VSRDBRecurrentDataset(data.Dataset):
         return len(self.keys)
 
     def __getitem__(self, index):
-        clip, start = self.keys[index]
+        clip, frame = self.keys[index]
         n = self.clips[clip]
+        start = frame
         intervals = [i for i in self.interval_list if (self.num_frame - 1) * i + 1 <= n]
         interval = random.choice(intervals)
         last_start = n - (self.num_frame - 1) * interval - 1
@@ -221,7 +222,7 @@ class VSRDBRecurrentDataset(data.Dataset):
         keys = list(groups)
         flat = augment([f for k in keys for f in groups[k]], self.opt.get('use_hflip', False),
                        self.opt.get('use_rot', False))
-        out = {'key': f'{clip}/{start:08d}'}
+        out = {'key': f'{clip}/{frame:08d}'}  # the index's frame, as BasicSR's REDS dataset does
         for j, key in enumerate(keys):
             out[key] = _to_tensor(flat[j * self.num_frame:(j + 1) * self.num_frame])
         return out
