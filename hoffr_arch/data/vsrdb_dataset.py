@@ -137,6 +137,24 @@ def _pair_clips(reader, keys, name):
     return ref
 
 
+def _open_clips(opt, name):
+    """The frame reader of a dataset's roots and its {clip: nframes}, GT and LQ paired by name,
+    restricted to the clips of ``meta_info_file`` when one is given."""
+    roots = {key: _require(opt, opt_key, name) for key, opt_key in ROOTS[:2]}
+    if opt.get('dataroot_lq_sharp'):
+        roots['lq_sharp'] = opt['dataroot_lq_sharp']
+    reader = _FrameReader(opt, roots, name)
+    clips = _pair_clips(reader, list(roots), name)
+    if opt.get('meta_info_file'):
+        listed = read_clip_meta(opt['meta_info_file'])
+        for clip, n in listed.items():
+            if clips.get(clip, 0) < n:
+                raise DatasetError(f"{opt['meta_info_file']}: clip {clip} with {n} frames is not in {roots['gt']} "
+                                   f'(found {clips.get(clip, 0)} frames)')
+        clips = listed
+    return reader, clips
+
+
 @DATASET_REGISTRY.register()
 class VSRDBRecurrentDataset(data.Dataset):
     """Training clips of ``num_frame`` frames with random crop, flips, rotation, interval and reversal.
@@ -165,18 +183,7 @@ class VSRDBRecurrentDataset(data.Dataset):
         if self.gt_size % self.scale:
             raise DatasetError(f'{name}: gt_size {self.gt_size} is not a multiple of scale {self.scale}')
         self.interval_list = list(opt.get('interval_list') or [1])
-        roots = {key: _require(opt, opt_key, name) for key, opt_key in ROOTS[:2]}
-        if opt.get('dataroot_lq_sharp'):
-            roots['lq_sharp'] = opt['dataroot_lq_sharp']
-        self.reader = _FrameReader(opt, roots, name)
-        clips = _pair_clips(self.reader, list(roots), name)
-        if opt.get('meta_info_file'):
-            listed = read_clip_meta(opt['meta_info_file'])
-            for clip, n in listed.items():
-                if clips.get(clip, 0) < n:
-                    raise DatasetError(f"{opt['meta_info_file']}: clip {clip} with {n} frames is not in the data "
-                                       f'(found {clips.get(clip, 0)})')
-            clips = listed
+        self.reader, clips = _open_clips(opt, name)
         need = (self.num_frame - 1) * min(self.interval_list) + 1
         short = [c for c, n in clips.items() if n < need]
         if short:
@@ -246,17 +253,7 @@ class VSRDBTestDataset(data.Dataset):
         super().__init__()
         self.opt = opt
         name = f"dataset {opt.get('name', type(self).__name__)}"
-        roots = {key: _require(opt, opt_key, name) for key, opt_key in ROOTS[:2]}
-        if opt.get('dataroot_lq_sharp'):
-            roots['lq_sharp'] = opt['dataroot_lq_sharp']
-        self.reader = _FrameReader(opt, roots, name)
-        clips = _pair_clips(self.reader, list(roots), name)
-        if opt.get('meta_info_file'):
-            listed = read_clip_meta(opt['meta_info_file'])
-            missing = [c for c in listed if c not in clips]
-            if missing:
-                raise DatasetError(f"{opt['meta_info_file']}: clip {missing[0]} is not in {roots['gt']}")
-            clips = {c: min(n, clips[c]) for c, n in listed.items()}
+        self.reader, clips = _open_clips(opt, name)
         if opt.get('max_frames'):
             clips = {c: min(n, int(opt['max_frames'])) for c, n in clips.items()}
         self.clips = clips
