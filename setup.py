@@ -24,6 +24,7 @@ setup(
         'scikit-image',
         'pyyaml',
         'tqdm',
+        'matplotlib',
     ],
     extras_require={'test': ['pytest']},
 )

@@ -23,7 +23,7 @@ DATASET_COMMON = {'name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_pe
                   'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'use_shuffle'}
 OUR_DATASETS = {
     'VSRDBRecurrentDataset': {'dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file', 'num_frame',
-                              'gt_size', 'interval_list', 'random_reverse', 'use_hflip', 'use_rot'},
+                              'gt_size', 'interval_list', 'random_reverse', 'use_hflip', 'use_rot', 'center_gt'},
     'VSRDBTestDataset': {'dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file', 'max_frames'},
 }
 TRAIN = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'sr_opt', 'db_opt', 'flow_opt',
@@ -113,7 +113,8 @@ def check_options(path, is_train=True):
 
     if is_train:
         train = opt['train']
-        c.keys(train, 'train', TRAIN, ['optim_g', 'scheduler', 'total_iter', 'sr_opt'])
+        ours = opt['model_type'] == 'HOFFRModel'  # other BasicSR models have their own train keys
+        c.keys(train, 'train', TRAIN if ours else None, ['optim_g', 'scheduler', 'total_iter'] + (['sr_opt'] if ours else []))
         optim = train['optim_g']
         if optim.get('type') not in OPTIMIZERS:
             c.fail(f"'train.optim_g.type' must be one of {', '.join(OPTIMIZERS)}, got {optim.get('type')!r}")
@@ -125,7 +126,7 @@ def check_options(path, is_train=True):
         if sched.get('type') not in schedulers:
             c.fail(f"'train.scheduler.type' must be one of {', '.join(schedulers)}, got {sched.get('type')!r}")
         c.keys(sched, 'train.scheduler', (_keys_of(schedulers[sched['type']]) - {'optimizer'}) | {'type'})
-        for key in ('sr_opt', 'db_opt', 'flow_opt'):
+        for key in ('sr_opt', 'db_opt', 'flow_opt', 'pixel_opt'):
             if train.get(key) is not None:
                 c.component(train[key], f'train.{key}', LOSS_REGISTRY, 'loss')
         c.keys(opt['logger'], 'logger', LOGGER, ['print_freq', 'save_checkpoint_freq'])

@@ -168,6 +168,8 @@ class VSRDBRecurrentDataset(data.Dataset):
         scale (int): set by BasicSR from the top-level ``scale``.
         interval_list (list[int]): frame intervals to draw from. Default [1].
         random_reverse (bool): reverse the clip with probability 0.5. use_hflip, use_rot (bool).
+        center_gt (bool): return only the centre frame's ``gt`` (c, H, W), for sliding-window models
+            such as EDVR (BasicSR's ``EDVRModel``).
 
     Every frame of every clip is one index (longer clips are drawn more often); as in BasicSR's
     REDS dataset, the window starts at that frame, or at a random frame where it would overrun the clip. Returns ``lq``, ``gt``, (``lq_sharp``) and ``key`` (``clip/start``).
@@ -232,6 +234,8 @@ class VSRDBRecurrentDataset(data.Dataset):
         out = {'key': f'{clip}/{frame:08d}'}  # the index's frame, as BasicSR's REDS dataset does
         for j, key in enumerate(keys):
             out[key] = _to_tensor(flat[j * self.num_frame:(j + 1) * self.num_frame])
+        if self.opt.get('center_gt'):
+            out['gt'] = out['gt'][self.num_frame // 2]
         return out
 
 

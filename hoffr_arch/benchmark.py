@@ -1,0 +1,307 @@
+"""Compare HOFFR with BasicSR's VSR models on one test set: ``python -m hoffr_arch.benchmark``.
+
+    python -m hoffr_arch.benchmark --data datasets/REDS_lmdb/test --ckpt HOFFR=... --ckpt BasicVSR=...
+    python -m hoffr_arch.benchmark --data datasets/demo/lmdb/test --train-data datasets/demo/lmdb/train \\
+        --train-iters 300        # equal budget: every model trained first, same data/iterations/batch/patch
+
+Models: HOFFR, BasicVSR, IconVSR, BasicVSRPlusPlus, EDVR (M) at their published sizes, and bicubic
+upsampling. Each is evaluated in its own process (so peak memory is its own) on whole clips
+(EDVR: 5-frame windows, BasicSR's reflection-circle padding). Columns: PSNR/SSIM with BasicSR's
+protocol (RGB, no crop, all frames) and FMA-Net's (RGB, 4-pixel crop, first and last frame skipped),
+tOF, parameters, FLOPs per frame (torch's flop counter: deformable convolutions are not counted),
+seconds per frame and peak memory (CUDA: max allocated; CPU: peak RSS of the process).
+Output: ``OUT/benchmark.md``, ``OUT/benchmark.csv`` and ``OUT/benchmark.png`` (PSNR against seconds
+per frame, marker area by parameters).
+
+Without checkpoints and without ``--train-iters`` the networks are untrained: the table then only
+measures cost. BasicSR's official weights load with ``--ckpt NAME=PATH`` (``params`` or ``params_ema``).
+"""
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import os
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.nn import functional as F
+
+MODELS = ('HOFFR', 'BasicVSR', 'IconVSR', 'BasicVSRPlusPlus', 'EDVR', 'bicubic')
+NETWORKS = {
+    'HOFFR': {'type': 'HOFFR'},
+    'BasicVSR': {'type': 'BasicVSR', 'num_feat': 64, 'num_block': 30},
+    'IconVSR': {'type': 'IconVSR', 'num_feat': 64, 'num_block': 30, 'keyframe_stride': 5, 'temporal_padding': 2},
+    'BasicVSRPlusPlus': {'type': 'BasicVSRPlusPlus', 'mid_channels': 64, 'num_blocks': 7},
+    # EDVR-M, with the pre-deblurring module BasicSR uses for REDS blur_bicubic
+    'EDVR': {'type': 'EDVR', 'num_feat': 64, 'num_frame': 5, 'deformable_groups': 8, 'num_extract_block': 5,
+             'num_reconstruct_block': 10, 'with_predeblur': True, 'with_tsa': True},
+}
+MIN_SIZE = 64  # SpyNet and BasicVSR++ need LR frames of at least 64 pixels; smaller ones are padded
+
+
+def build(name, network_opt=None):
+    """A network of the comparison (``network_opt`` overrides the published size)."""
+    import hoffr_arch  # noqa: F401
+    from basicsr.archs import build_network
+    opt = dict(network_opt or NETWORKS[name])
+    if name == 'BasicVSRPlusPlus' and not torch.cuda.is_available():
+        # BasicSR builds BasicVSR++ WITHOUT its deformable alignment when CUDA is absent (and moves
+        # caches with .cuda() on long clips). torchvision's deform_conv2d runs on CPU, so we add the
+        # modules BasicSR skipped: the network is then the published one, and official weights load.
+        from basicsr.archs.basicvsrpp_arch import SecondOrderDeformableAlignment
+        opt.setdefault('cpu_cache_length', 10**9)
+        net = build_network(opt)
+        mid = opt.get('mid_channels', 64)
+        for module in ('backward_1', 'forward_1', 'backward_2', 'forward_2'):
+            net.deform_align[module] = SecondOrderDeformableAlignment(
+                2 * mid, mid, 3, padding=1, deformable_groups=16, max_residue_magnitude=opt.get('max_residue_magnitude', 10))
+        net.is_with_alignment = True
+        return net
+    return build_network(opt)
+
+
+def _pad(lq, multiple=4, minimum=MIN_SIZE):
+    """Reflect-pad (n, t, c, h, w) so h, w are multiples of ``multiple`` and at least ``minimum``."""
+    h, w = lq.shape[-2:]
+    ph = max(minimum, -(-h // multiple) * multiple) - h
+    pw = max(minimum, -(-w // multiple) * multiple) - w
+    if not (ph or pw):
+        return lq
+    n, t = lq.shape[:2]
+    flat = F.pad(lq.flatten(0, 1), (0, pw, 0, ph), mode='replicate')
+    return flat.view(n, t, *flat.shape[1:])
+
+
+def restore(name, net, lq, scale=4):
+    """Whole clip (1, t, c, h, w) -> (t, c, s*h, s*w) with ``name``'s way of running."""
+    from basicsr.data.data_util import generate_frame_indices
+    from basicsr.utils.matlab_functions import imresize
+    h, w = lq.shape[-2:]
+    if name == 'bicubic':
+        return torch.stack([imresize(f, scale).clamp(0, 1) for f in lq[0].cpu()])
+    x = _pad(lq, 16 if name == 'EDVR' else 4)
+    if name == 'EDVR':
+        t = x.shape[1]
+        out = torch.stack([net(x[:, generate_frame_indices(i, t, 5, padding='reflection_circle')])[0] for i in range(t)])
+    else:
+        out = net(x)[0]
+    return out[..., :scale * h, :scale * w].float().clamp(0, 1)
+
+
+def flops_per_frame(name, net, lq):
+    """FLOPs of one frame by torch's flop counter, on a short clip of the test size."""
+    from torch.utils.flop_counter import FlopCounterMode
+    if name == 'bicubic':
+        return 0.
+    clip = lq[:, :min(lq.shape[1], 5)]
+    with FlopCounterMode(display=False) as counter:
+        restore(name, net, clip)
+    return counter.get_total_flops() / clip.shape[1]
+
+
+def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=None):
+    """Runs in its own process: metrics, cost and peak memory of one model on the test set."""
+    import hoffr_arch  # noqa: F401  (compat in this process too)
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    from basicsr.utils import tensor2img
+    from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
+    from hoffr_arch.metrics.tof_metric import calculate_tof
+    torch.set_grad_enabled(False)
+    device = torch.device(device)
+    net = None
+    params = 0
+    if name != 'bicubic':
+        net = build(name, network_opt)
+        if ckpt:
+            state = torch.load(ckpt, map_location='cpu', weights_only=True)
+            state = state.get('params_ema', state.get('params', state))
+            net.load_state_dict({k[7:] if k.startswith('module.') else k: v for k, v in state.items()})
+        net = net.to(device).eval()
+        params = sum(p.numel() for p in net.parameters())
+    dataset = VSRDBTestDataset(dict(data_opt, max_frames=max_frames))
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    scores = {'psnr': [], 'ssim': [], 'psnr_fma': [], 'ssim_fma': [], 'tof': []}
+    seconds, frames, flops = 0., 0, None
+    for index in range(len(dataset)):
+        clip = dataset[index]
+        lq = clip['lq'][None].to(device)
+        if flops is None:
+            flops = flops_per_frame(name, net, lq)
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = restore(name, net, lq)
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - start
+        frames += out.shape[0]
+        outs = [tensor2img(f) for f in out.cpu()]
+        gts = [tensor2img(f) for f in clip['gt']]
+        for i, (o, g) in enumerate(zip(outs, gts)):
+            scores['psnr'].append(calculate_psnr(o, g, 0))
+            scores['ssim'].append(calculate_ssim(o, g, 0))
+            if 0 < i < len(outs) - 1:
+                scores['psnr_fma'].append(calculate_psnr(o, g, 4))
+                scores['ssim_fma'].append(calculate_ssim(o, g, 4))
+        scores['tof'].append(calculate_tof(outs, gts))
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    row = {'model': name, 'params_M': params / 1e6, 'gflops_per_frame': (flops or 0) / 1e9,
+           'sec_per_frame': seconds / max(frames, 1), 'peak_mem_MiB': peak / 2**20, 'frames': frames}
+    row.update({k: float(np.mean(v)) if v else float('nan') for k, v in scores.items()})
+    return row
+
+
+def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame, out):
+    """BasicSR options training ``name`` on ``train_root`` (no validation: that is this benchmark)."""
+    dataset = {'name': 'bench_train', 'type': 'VSRDBRecurrentDataset',
+               'dataroot_gt': str(train_root / 'sharp.lmdb'), 'dataroot_lq': str(train_root / 'blur_bicubic.lmdb'),
+               'meta_info_file': str(train_root / 'meta_info.txt'), 'io_backend': {'type': 'lmdb'},
+               'num_frame': num_frame, 'gt_size': gt_size, 'interval_list': [1], 'random_reverse': False,
+               'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': batch,
+               'dataset_enlarge_ratio': 100, 'prefetch_mode': None}
+    train = {'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]}, 'total_iter': iters, 'warmup_iter': -1,
+             'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [iters], 'restart_weights': [1],
+                           'eta_min': 1e-7}}
+    if name == 'HOFFR':
+        model = 'HOFFRModel'
+        dataset['dataroot_lq_sharp'] = str(train_root / 'sharp_bicubic.lmdb')
+        train.update(sr_opt={'type': 'SRLoss', 'criterion': 'charbonnier'}, db_opt={'type': 'DBLoss', 'criterion': 'charbonnier'},
+                     flow_opt={'type': 'FlowWarpLoss', 'loss_weight': 0.01})
+    else:
+        model = 'EDVRModel' if name == 'EDVR' else 'VideoRecurrentModel'
+        train['pixel_opt'] = {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'reduction': 'mean'}
+        if name == 'EDVR':
+            dataset.update(num_frame=5, center_gt=True)
+    opt = {'name': f'bench_{name}', 'model_type': model, 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
+           'datasets': {'train': dataset}, 'network_g': network_opt, 'path': {'pretrain_network_g': None},
+           'train': train, 'logger': {'print_freq': max(iters // 10, 1), 'save_checkpoint_freq': iters,
+                                      'use_tb_logger': False}}
+    path = out / f'train_{name}.yml'
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    return path
+
+
+def train_equal_budget(names, networks, train_root, iters, batch, gt_size, num_frame, out):
+    """Train every network through BasicSR's runner with the same budget; returns {name: checkpoint}."""
+    ckpts = {}
+    for name in names:
+        if name == 'bicubic':
+            continue
+        opt = _train_yaml(name, networks[name], train_root, iters, batch, gt_size, num_frame, out)
+        print(f'training {name}: {iters} iterations (batch {batch}, {num_frame} frames, {gt_size}x{gt_size} HR)',
+              flush=True)
+        env = dict(os.environ, HOFFR_ROOT=str(out))
+        start = time.time()
+        subprocess.run([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(opt)], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        print(f'  {time.time() - start:.0f} s', flush=True)
+        ckpts[name] = str(out / 'experiments' / f'bench_{name}' / 'models' / 'net_g_latest.pth')
+    return ckpts
+
+
+COLUMNS = ['model', 'psnr', 'ssim', 'psnr_fma', 'ssim_fma', 'tof', 'params_M', 'gflops_per_frame',
+           'sec_per_frame', 'peak_mem_MiB', 'frames']
+
+
+def write_outputs(rows, out, title):
+    with open(out / 'benchmark.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
+    head = ('| model | PSNR | SSIM | PSNR (FMA) | SSIM (FMA) | tOF | params (M) | GFLOPs/frame | s/frame | '
+            'peak mem (MiB) |')
+    lines = [title, '', head, '|' + '---|' * 10]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['psnr_fma']:.2f} | {r['ssim_fma']:.4f} | "
+                     f"{r['tof']:.3f} | {r['params_M']:.2f} | {r['gflops_per_frame']:.1f} | {r['sec_per_frame']:.3f} | "
+                     f"{r['peak_mem_MiB']:.0f} |")
+    (out / 'benchmark.md').write_text('\n'.join(lines) + '\n')
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        size = 40 + 60 * r['params_M']
+        ax.scatter(max(r['sec_per_frame'], 1e-4), r['psnr'], s=size, alpha=0.6)
+        ax.annotate(r['model'], (max(r['sec_per_frame'], 1e-4), r['psnr']), textcoords='offset points', xytext=(6, 4))
+    ax.set_xscale('log')
+    ax.set_xlabel('seconds per frame (log)')
+    ax.set_ylabel('PSNR (dB, BasicSR protocol)')
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / 'benchmark.png', dpi=120)
+    plt.close(fig)
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data', help='packed test split (sharp.lmdb, blur_bicubic.lmdb), or use --gt/--lq')
+    parser.add_argument('--gt', help='sharp HR clip folders (REDS layout), instead of --data')
+    parser.add_argument('--lq', help='blurry LR clip folders, instead of --data')
+    parser.add_argument('--models', nargs='+', default=list(MODELS), choices=MODELS)
+    parser.add_argument('--ckpt', action='append', default=[], metavar='NAME=PATH', help='weights for a model')
+    parser.add_argument('--hoffr-opt', help='YAML whose network_g configures HOFFR (default: the paper size)')
+    parser.add_argument('--network', action='append', default=[], metavar='NAME=JSON',
+                        help='override a network\'s options, e.g. BasicVSR=\'{"num_block": 10}\'')
+    parser.add_argument('--train-data', help='packed training split: train every model first (equal budget)')
+    parser.add_argument('--train-iters', type=int, default=0)
+    parser.add_argument('--batch', type=int, default=4)
+    parser.add_argument('--gt-size', type=int, default=128)
+    parser.add_argument('--num-frame', type=int, default=5)
+    parser.add_argument('--max-frames', type=int, default=None, help='frames per test clip')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--out', default='benchmark_results')
+    args = parser.parse_args(argv)
+
+    if args.data:
+        data = Path(args.data)
+        data_opt = {'name': 'bench', 'dataroot_gt': str(data / 'sharp.lmdb'), 'dataroot_lq': str(data / 'blur_bicubic.lmdb'),
+                    'io_backend': {'type': 'lmdb'}}
+    elif args.gt and args.lq:
+        data_opt = {'name': 'bench', 'dataroot_gt': args.gt, 'dataroot_lq': args.lq, 'io_backend': {'type': 'disk'}}
+    else:
+        parser.error('give --data, or --gt and --lq')
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    networks = {k: dict(v) for k, v in NETWORKS.items()}
+    if args.hoffr_opt:
+        with open(args.hoffr_opt) as f:
+            networks['HOFFR'] = dict(yaml.safe_load(f)['network_g'])
+    for entry in args.network:
+        name, _, spec = entry.partition('=')
+        networks[name].update(json.loads(spec))
+    ckpts = dict(entry.split('=', 1) for entry in args.ckpt)
+    budget = 'untrained (cost only)'
+    if args.train_data and args.train_iters:
+        ckpts.update(train_equal_budget([m for m in args.models if m not in ckpts], networks,
+                                        Path(args.train_data).resolve(), args.train_iters, args.batch, args.gt_size,
+                                        args.num_frame, out))
+        budget = (f'equal budget: {args.train_iters} iterations, batch {args.batch}, {args.num_frame} frames, '
+                  f'{args.gt_size}x{args.gt_size} HR patches')
+    elif ckpts:
+        budget = 'given checkpoints'
+    rows = []
+    for name in args.models:
+        print(f'evaluating {name} ...', flush=True)
+        with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
+            rows.append(pool.submit(evaluate, name, data_opt, args.device, networks.get(name), ckpts.get(name),
+                                    args.max_frames).result())
+    title = f'VSRDB x4 on {args.data or args.lq} ({budget}; {args.device}, torch {torch.__version__})'
+    print(write_outputs(rows, out, title))
+    print(f'written: {out}/benchmark.md, benchmark.csv, benchmark.png')
+    return rows
+
+
+if __name__ == '__main__':
+    main()

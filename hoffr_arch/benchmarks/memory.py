@@ -1,0 +1,94 @@
+"""Peak memory of streaming HOFFR against BasicVSR on clips of growing length, one run.
+
+    python -m hoffr_arch.benchmarks.memory [--frames 100 1000] [--size 64 64] [--device cpu]
+
+HOFFR runs through ``HOFFR.step``, one frame in and out at a time (as ``hoffr_arch.infer`` does);
+BasicVSR, bidirectional, needs the whole clip and keeps features of every frame. Frames are the
+bundled clip's, resized to ``--size`` (h w) and looped to the length. Each (model, length) runs in
+its own process, so each peak is its own: peak RSS on CPU, max allocated on CUDA.
+Target: HOFFR's peak at the longest length within 1.1 x its peak at the shortest.
+"""
+import argparse
+import multiprocessing as mp
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+BUNDLED = Path(__file__).resolve().parents[1] / 'assets' / 'sam2_01_dog.mp4'
+
+
+def clip_frames(length, size):
+    """``length`` LR frames (h, w, 3) uint8 BGR: the bundled clip resized, looped."""
+    cap = cv2.VideoCapture(str(BUNDLED))
+    base = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        base.append(cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+    for i in range(length):
+        yield base[i % len(base)]
+
+
+def _peak(device):
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(model, length, size, device):
+    """Runs in its own process: (peak bytes, seconds) of one model on one clip length."""
+    import hoffr_arch  # noqa: F401
+    from hoffr_arch.archs.hoffr_arch import HOFFR
+    from hoffr_arch.infer import to_tensor
+    device = torch.device(device)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        if model == 'HOFFR':
+            net = HOFFR().to(device).eval()
+            state, checksum = None, 0.
+            for img in clip_frames(length, size):
+                hr, state = net.step(to_tensor(img, device, torch.float32), state)
+                checksum += float(hr.mean())  # the frame would be written out here
+        else:
+            from basicsr.archs.basicvsr_arch import BasicVSR
+            net = BasicVSR(num_feat=64, num_block=15).to(device).eval()
+            clip = torch.stack([to_tensor(img, device, torch.float32)[0] for img in clip_frames(length, size)])[None]
+            checksum = float(net(clip).mean())
+    return _peak(device), time.perf_counter() - start, checksum
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--frames', type=int, nargs='+', default=[100, 1000])
+    parser.add_argument('--size', type=int, nargs=2, default=[64, 64], metavar=('H', 'W'))
+    parser.add_argument('--models', nargs='+', default=['HOFFR', 'BasicVSR'])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    args = parser.parse_args(argv)
+    results = {}
+    print(f'LR {args.size[0]}x{args.size[1]}, x4, {args.device}; peak {"allocated" if args.device == "cuda" else "RSS"}')
+    print(f'{"model":10s} {"frames":>7s} {"peak MiB":>10s} {"seconds":>9s}')
+    for model in args.models:
+        for n in args.frames:
+            with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
+                peak, sec, _ = pool.submit(measure, model, n, tuple(args.size), args.device).result()
+            results[(model, n)] = peak
+            print(f'{model:10s} {n:7d} {peak / 2**20:10.1f} {sec:9.1f}', flush=True)
+    lo, hi = min(args.frames), max(args.frames)
+    for model in args.models:
+        ratio = results[(model, hi)] / results[(model, lo)]
+        note = ''
+        if model == 'HOFFR':
+            note = f'  ({"meets" if ratio <= 1.1 else "MISSES"} the target <= 1.1)'
+        print(f'{model}: peak at {hi} frames / at {lo} frames = {ratio:.3f}{note}')
+    return results
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,44 @@
+"""python -m hoffr_arch.benchmark on a tiny dataset: every column for every model, equal budget."""
+import csv
+import json
+import math
+
+from datasets_lmdb.__main__ import main as datasets_cli
+from hoffr_arch.benchmark import COLUMNS, MODELS, main as benchmark
+
+from test_datasets_lmdb import make_reds
+
+TINY = {  # the published sizes are too slow for a test; the code path is the same
+    'HOFFR': {'num_feat': 8, 'sr_num_feat': 8, 'sr_num_block': 1, 'db_num_feat': 8, 'db_num_block': 1,
+              'squeeze_factor': 4, 'pof_num_feat': 4, 'pof_num_block': 1},
+    'BasicVSR': {'num_feat': 8, 'num_block': 1},
+    'IconVSR': {'num_feat': 8, 'num_block': 1},
+    'BasicVSRPlusPlus': {'mid_channels': 16, 'num_blocks': 1},
+    'EDVR': {'num_feat': 16, 'deformable_groups': 2, 'num_extract_block': 1, 'num_reconstruct_block': 1},
+}
+
+
+def test_benchmark_equal_budget_every_column(tmp_path):
+    src = make_reds(tmp_path / 'REDS', {'000': 6, '001': 6}, h=64, w=96)
+    assert datasets_cli(['reds', '--input', str(src), '--output', str(tmp_path / 'lmdb')]) == 0
+    split = tmp_path / 'lmdb' / 'train'
+    args = ['--data', str(split), '--train-data', str(split), '--train-iters', '1', '--batch', '1', '--gt-size', '32',
+            '--num-frame', '5', '--max-frames', '5', '--out', str(tmp_path / 'out'), '--device', 'cpu']
+    for name, spec in TINY.items():
+        args += ['--network', f'{name}={json.dumps(spec)}']
+    rows = benchmark(args)
+    assert [r['model'] for r in rows] == list(MODELS)
+    for row in rows:
+        for column in COLUMNS[1:]:
+            assert isinstance(row[column], (int, float)) and math.isfinite(row[column]), (row['model'], column)
+        assert row['frames'] == 10 and row['peak_mem_MiB'] > 0 and row['sec_per_frame'] > 0
+        if row['model'] != 'bicubic':
+            assert row['params_M'] > 0 and row['gflops_per_frame'] > 0
+        assert 5 < row['psnr'] < 60
+    for name in TINY:
+        assert (tmp_path / 'out' / 'experiments' / f'bench_{name}' / 'models' / 'net_g_latest.pth').exists()
+    with open(tmp_path / 'out' / 'benchmark.csv') as f:
+        assert [r['model'] for r in csv.DictReader(f)] == list(MODELS)
+    table = (tmp_path / 'out' / 'benchmark.md').read_text()
+    assert 'equal budget: 1 iterations' in table and table.count('\n| ') == 7
+    assert (tmp_path / 'out' / 'benchmark.png').stat().st_size > 10000
