@@ -50,20 +50,8 @@ def build(name, network_opt=None):
     """A network of the comparison (``network_opt`` overrides the published size)."""
     import hoffr_arch  # noqa: F401
     from basicsr.archs import build_network
+    # (on CPU, hoffr_arch.compat gives BasicVSR++ back the deformable alignment BasicSR skips)
     opt = dict(network_opt or NETWORKS[name])
-    if name == 'BasicVSRPlusPlus' and not torch.cuda.is_available():
-        # BasicSR builds BasicVSR++ WITHOUT its deformable alignment when CUDA is absent (and moves
-        # caches with .cuda() on long clips). torchvision's deform_conv2d runs on CPU, so we add the
-        # modules BasicSR skipped: the network is then the published one, and official weights load.
-        from basicsr.archs.basicvsrpp_arch import SecondOrderDeformableAlignment
-        opt.setdefault('cpu_cache_length', 10**9)
-        net = build_network(opt)
-        mid = opt.get('mid_channels', 64)
-        for module in ('backward_1', 'forward_1', 'backward_2', 'forward_2'):
-            net.deform_align[module] = SecondOrderDeformableAlignment(
-                2 * mid, mid, 3, padding=1, deformable_groups=16, max_residue_magnitude=opt.get('max_residue_magnitude', 10))
-        net.is_with_alignment = True
-        return net
     return build_network(opt)
 
 

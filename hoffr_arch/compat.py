@@ -161,9 +161,49 @@ def _patch_training():
     return True
 
 
+def _basicvsrpp_alignment_on_cpu():
+    """Failure 9: without CUDA, BasicSR builds BasicVSR++ WITHOUT its deformable alignment.
+
+    ``BasicVSRPlusPlus.__init__`` adds ``SecondOrderDeformableAlignment`` only when
+    ``torch.cuda.is_available()`` (it warns and skips it otherwise), so a CPU-built network is not
+    the published one and cannot load official weights; on clips longer than ``cpu_cache_length``
+    it also moves features with ``.cuda()``. The alignment uses torchvision's ``deform_conv2d``,
+    which runs on CPU: we add the skipped modules after ``__init__`` and, without CUDA, turn the
+    CUDA-only cache off.
+    """
+    import torch
+    from basicsr.archs import basicvsrpp_arch
+    cls = basicvsrpp_arch.BasicVSRPlusPlus
+    if getattr(cls, '_hoffr_patched', False):
+        return False
+    original = cls.__init__
+    ORIGINALS['BasicVSRPlusPlus.__init__'] = original
+
+    def __init__(self, mid_channels=64, num_blocks=7, max_residue_magnitude=10, is_low_res_input=True,
+                 spynet_path=None, cpu_cache_length=100):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Deformable alignment module is not added')
+            original(self, mid_channels, num_blocks, max_residue_magnitude, is_low_res_input, spynet_path,
+                     cpu_cache_length)
+        if not torch.cuda.is_available():
+            self.cpu_cache_length = float('inf')
+        if not self.is_with_alignment:
+            for module in ('backward_1', 'forward_1', 'backward_2', 'forward_2'):
+                self.deform_align[module] = basicvsrpp_arch.SecondOrderDeformableAlignment(
+                    2 * mid_channels, mid_channels, 3, padding=1, deformable_groups=16,
+                    max_residue_magnitude=max_residue_magnitude)
+            self.is_with_alignment = True
+
+    cls.__init__ = __init__
+    cls._hoffr_patched = True
+    return True
+
+
 FIXES = {
     'torchvision_functional_tensor': _alias_functional_tensor,
     'training_resume_sampler_dist': _patch_training,
+    'basicvsrpp_alignment_on_cpu': _basicvsrpp_alignment_on_cpu,
 }
 
 

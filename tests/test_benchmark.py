@@ -19,10 +19,10 @@ TINY = {  # the published sizes are too slow for a test; the code path is the sa
 
 
 def test_benchmark_equal_budget_every_column(tmp_path):
-    src = make_reds(tmp_path / 'REDS', {'000': 6, '001': 6}, h=64, w=96)
+    src = make_reds(tmp_path / 'REDS', {'000': 6, '001': 6}, h=256, w=256)  # SpyNet needs LR >= 64
     assert datasets_cli(['reds', '--input', str(src), '--output', str(tmp_path / 'lmdb')]) == 0
     split = tmp_path / 'lmdb' / 'train'
-    args = ['--data', str(split), '--train-data', str(split), '--train-iters', '1', '--batch', '1', '--gt-size', '32',
+    args = ['--data', str(split), '--train-data', str(split), '--train-iters', '1', '--batch', '1', '--gt-size', '256',
             '--num-frame', '5', '--max-frames', '5', '--out', str(tmp_path / 'out'), '--device', 'cpu']
     for name, spec in TINY.items():
         args += ['--network', f'{name}={json.dumps(spec)}']

@@ -137,3 +137,19 @@ def test_video_validation_on_cpu(tmp_path):
         vars(model).pop('metric_results', None)  # whatever the upstream attempt left
     model.validation(loader, 'v', None, save_img=False)
     assert np.isfinite(model.metric_results['psnr'])
+
+
+def test_basicvsrpp_keeps_its_alignment_without_cuda():
+    import torch
+    from basicsr.archs.basicvsrpp_arch import BasicVSRPlusPlus
+    from hoffr_arch import compat
+    if not torch.cuda.is_available():
+        bare = BasicVSRPlusPlus.__new__(BasicVSRPlusPlus)
+        compat.ORIGINALS['BasicVSRPlusPlus.__init__'](bare, mid_channels=8, num_blocks=1)
+        assert len(bare.deform_align) == 0  # upstream: silently no alignment
+    net = BasicVSRPlusPlus(mid_channels=8, num_blocks=1)
+    assert sorted(net.deform_align) == ['backward_1', 'backward_2', 'forward_1', 'forward_2']
+    out = net(torch.rand(1, 3, 3, 64, 64))
+    assert out.shape == (1, 3, 3, 256, 256)
+    out.mean().backward()
+    assert net.deform_align['forward_1'].weight.grad is not None

@@ -314,7 +314,7 @@ def test_synth_blur_grows_with_exposure():
     assert all(np.array_equal(a, b) for a, b in zip(frames, blur_clip(frames, 0.0)))
     psnr = [np.mean([cv2.PSNR(s, b) for s, b in zip(frames, blur_clip(frames, e))]) for e in (0.5, 1.0, 2.0, 4.0)]
     assert all(a > b for a, b in zip(psnr, psnr[1:])), psnr
-    assert psnr[-1] < 35, psnr
+    assert psnr[0] - psnr[-1] > 6, psnr  # 8x the exposure: clearly blurrier
 
 
 def test_synth_makes_a_reds_layout_that_packs(tmp_path):
