@@ -167,7 +167,7 @@ def _basicvsrpp_alignment_on_cpu():
     ``BasicVSRPlusPlus.__init__`` adds ``SecondOrderDeformableAlignment`` only when
     ``torch.cuda.is_available()`` (it warns and skips it otherwise), so a CPU-built network is not
     the published one and cannot load official weights; on clips longer than ``cpu_cache_length``
-    it also moves features with ``.cuda()``. The alignment uses torchvision's ``deform_conv2d``,
+    it also moves features to CUDA unconditionally. The alignment uses torchvision's ``deform_conv2d``,
     which runs on CPU: we add the skipped modules after ``__init__`` and, without CUDA, turn the
     CUDA-only cache off.
     """

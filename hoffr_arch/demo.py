@@ -28,8 +28,9 @@ from hoffr_arch._entry import project_root
 from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
 
 BUNDLED = Path(hoffr_arch.__file__).parent / 'assets' / 'sam2_01_dog.mp4'
-# the demo data: 144 frames (every 2nd of the clip) at 384x216, clips of 16, the last 2 held out
-SYNTH = dict(exposure=1.5, scale=4, clip_length=16, max_frames=144, resize=(384, 216), step=2)
+# the demo data: 144 frames (every 2nd of the clip) at 448x256 (LR 112x64: SpyNet-based models in the
+# benchmark train on 64x64 LR patches), clips of 16, the last 2 held out
+SYNTH = dict(exposure=1.5, scale=4, clip_length=16, max_frames=144, resize=(448, 256), step=2)
 TEST_CLIPS = 2
 
 
