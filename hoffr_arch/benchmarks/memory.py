@@ -16,7 +16,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 BUNDLED = Path(__file__).resolve().parents[1] / 'assets' / 'sam2_01_dog.mp4'

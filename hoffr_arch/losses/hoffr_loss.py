@@ -3,7 +3,6 @@
 All take video tensors (n, t, c, h, w). The element-wise criteria are BasicSR's own
 (``mse_loss``, ``charbonnier_loss``, ``l1_loss``, with its ``reduction`` handling).
 """
-import torch
 from torch import nn
 from torch.nn import functional as F
 
