@@ -28,7 +28,7 @@ OUR_DATASETS = {
 }
 TRAIN = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'sr_opt', 'db_opt', 'flow_opt',
          'flow_lr_mul', 'fix_flow', 'bf16', 'log_batch_keys'}
-VAL = {'val_freq', 'save_img', 'metrics', 'skip_border_frames', 'bf16', 'suffix', 'flip_seq', 'center_frame_only'}
+VAL = {'val_freq', 'save_img', 'metrics', 'skip_border_frames', 'bf16', 'suffix'}
 LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
 PATH = {'pretrain_network_g', 'strict_load_g', 'param_key_g', 'resume_state', 'ignore_resume_networks'}
 OPTIMIZERS = {'Adam': 'torch.optim.Adam', 'AdamW': 'torch.optim.AdamW'}
