@@ -189,9 +189,14 @@ def train_equal_budget(names, networks, train_root, iters, batch, gt_size, num_f
               flush=True)
         env = dict(os.environ, HOFFR_ROOT=str(out))
         start = time.time()
-        subprocess.run([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(opt)], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        print(f'  {time.time() - start:.0f} s', flush=True)
+        log = out / f'train_{name}.log'
+        with open(log, 'w') as f:
+            proc = subprocess.run([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(opt)], env=env,
+                                  stdout=f, stderr=subprocess.STDOUT)
+        if proc.returncode:
+            tail = ''.join(log.read_text().splitlines(keepends=True)[-20:])
+            raise RuntimeError(f'training {name} failed (exit {proc.returncode}); end of {log}:\n{tail}')
+        print(f'  {time.time() - start:.0f} s (log: {log})', flush=True)
         ckpts[name] = str(out / 'experiments' / f'bench_{name}' / 'models' / 'net_g_latest.pth')
     return ckpts
 
