@@ -146,6 +146,7 @@ def write_lmdb(path, clips, expected, encoding='raw', png_level=1, workers=None,
         workers = workers or os.cpu_count() or 1
         bar = tqdm(total=len(frames), initial=len(frames) - len(todo), unit='frame', desc=desc or path.name)
         txn, pending = env.begin(write=True), 0
+        shapes = {}  # of the frames written now; resumed ones are read back from their headers
         try:
             for frame, (value, shape) in zip(todo, _bounded_map(lambda f: load_frame(f, encoding, png_level),
                                                                 todo, workers)):
@@ -154,6 +155,7 @@ def write_lmdb(path, clips, expected, encoding='raw', png_level=1, workers=None,
                     raise DatasetError(f'{frame.path}: frame {frame.key} is {shape[0]}x{shape[1]}, the rest of clip '
                                        f'{clip} is {expected[clip][0]}x{expected[clip][1]}')
                 txn.put(frame.key.encode('ascii'), value)
+                shapes[frame.key] = (tuple(shape), value_ext(value))
                 pending += len(value)
                 if pending >= COMMIT_BYTES:
                     txn.commit()
@@ -168,9 +170,11 @@ def write_lmdb(path, clips, expected, encoding='raw', png_level=1, workers=None,
         lines = []
         with env.begin() as txn:
             for f in frames:
-                value = txn.get(f.key.encode('ascii'))
-                h, w, c = frame_shape(value)
-                lines.append(f'{f.key}.{value_ext(value)} ({h},{w},{c}) {png_level if encoding == "png" else 0}\n')
+                if f.key not in shapes:
+                    value = txn.get(f.key.encode('ascii'))
+                    shapes[f.key] = (frame_shape(value), value_ext(value))
+                (h, w, c), ext = shapes[f.key]
+                lines.append(f'{f.key}.{ext} ({h},{w},{c}) {png_level if encoding == "png" else 0}\n')
             if txn.stat()['entries'] != len(frames):
                 raise DatasetError(f'{partial} holds {txn.stat()["entries"]} frames, the input has {len(frames)}; '
                                    'the input changed since the interrupted run: pass --overwrite')

@@ -20,7 +20,7 @@ from basicsr.data.transforms import augment
 from basicsr.utils import FileClient, get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from .frame_io import DatasetError, decode_frame, list_clips, list_frames
+from .frame_io import DatasetError, decode_frame, frame_shape, list_clips, list_frames
 
 ROOTS = (('gt', 'dataroot_gt'), ('lq', 'dataroot_lq'), ('lq_sharp', 'dataroot_lq_sharp'))
 
@@ -88,7 +88,8 @@ class _FrameReader:
             return clips_of_lmdb(self.roots[key])
         return {clip: len(frames) for clip, frames in self.files[key].items()}
 
-    def get(self, key, clip, index, crop=None):
+    def read(self, key, clip, index):
+        """(stored bytes, where) of frame ``index`` of ``clip`` under root ``key``."""
         if self.client is None:
             if self.backend == 'lmdb':
                 keys = list(self.roots)
@@ -105,6 +106,19 @@ class _FrameReader:
             where = str(path)
         if buf is None:
             raise DatasetError(f'{where}: frame not found')
+        return buf, where
+
+    def shape(self, key, clip, index):
+        """(h, w, c) of a frame, from its header where the format has one."""
+        buf, where = self.read(key, clip, index)
+        try:
+            return frame_shape(buf)
+        except ValueError as err:
+            raise DatasetError(f'{where}: {err}') from None
+
+    def get(self, key, clip, index, crop=None):
+        """Frame ``index`` of ``clip`` as (h, w, 3) uint8 BGR, cropped to (top, left, h, w) if given."""
+        buf, where = self.read(key, clip, index)
         try:
             return decode_frame(buf, crop)
         except ValueError as err:
@@ -211,8 +225,7 @@ class VSRDBRecurrentDataset(data.Dataset):
         if self.opt.get('random_reverse') and random.random() < 0.5:
             indices.reverse()
 
-        lq0 = self.reader.get('lq', clip, indices[0])  # the LR size decides the crop window
-        h, w = lq0.shape[:2]
+        h, w = self.reader.shape('lq', clip, indices[0])[:2]  # the LR size decides the crop window
         size = self.gt_size // self.scale
         if h < size or w < size:
             raise DatasetError(f'clip {clip}: LR frames are {h}x{w}, smaller than the crop {size}x{size} '
