@@ -24,6 +24,7 @@ import os
 import resource
 import subprocess
 import sys
+import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -229,7 +230,7 @@ def write_outputs(rows, out, title):
     ax.set_xscale('log')
     ax.set_xlabel('seconds per frame (log)')
     ax.set_ylabel('PSNR (dB, BasicSR protocol)')
-    ax.set_title(title, fontsize=9)
+    ax.set_title('\n'.join(textwrap.wrap(title, 90)), fontsize=8)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / 'benchmark.png', dpi=120)
