@@ -101,13 +101,13 @@ def is_raw(buf):
 
 
 def frame_shape(buf):
-    """(h, w, c) of a stored frame, reading only the header where the format has one."""
+    """(h, w, c) of a stored frame as ``decode_frame`` returns it (always 3 channels), reading only
+    the header where the format has one."""
     if is_raw(buf):
         return tuple(_HEADER.unpack_from(buf)[1:])
     if bytes(buf[:8]) == b'\x89PNG\r\n\x1a\n':
         w, h = struct.unpack('>II', bytes(buf[16:24]))
-        colour = buf[25]
-        return (h, w, {0: 1, 4: 2, 6: 4}.get(colour, 3))
+        return (h, w, 3)  # grey or alpha PNGs decode to 3 channels (IMREAD_COLOR)
     return decode_frame(buf).shape
 
 
