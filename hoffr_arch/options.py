@@ -27,7 +27,7 @@ OUR_DATASETS = {
     'VSRDBTestDataset': {'dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file', 'max_frames'},
 }
 TRAIN = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'sr_opt', 'db_opt', 'flow_opt',
-         'flow_lr_mul', 'fix_flow', 'bf16', 'log_batch_keys'}
+         'flow_lr_mul', 'bf16', 'log_batch_keys'}  # fix_flow: BasicSR's, for SpyNet names; not ours
 VAL = {'val_freq', 'save_img', 'metrics', 'skip_border_frames', 'bf16', 'suffix'}
 LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
 PATH = {'pretrain_network_g', 'strict_load_g', 'param_key_g', 'resume_state', 'ignore_resume_networks'}
