@@ -101,6 +101,7 @@ def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=Non
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils import tensor2img
     from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
+    from hoffr_arch.checkpoint import load_weights
     from hoffr_arch.metrics.tof_metric import calculate_tof
     torch.set_grad_enabled(False)
     device = torch.device(device)
@@ -109,9 +110,7 @@ def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=Non
     if name != 'bicubic':
         net = build(name, network_opt)
         if ckpt:
-            state = torch.load(ckpt, map_location='cpu', weights_only=True)
-            state = state.get('params_ema', state.get('params', state))
-            net.load_state_dict({k[7:] if k.startswith('module.') else k: v for k, v in state.items()})
+            load_weights(net, ckpt, what=name)
         net = net.to(device).eval()
         params = sum(p.numel() for p in net.parameters())
     dataset = VSRDBTestDataset(dict(data_opt, max_frames=max_frames))

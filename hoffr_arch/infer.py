@@ -23,6 +23,7 @@ from tqdm import tqdm
 import hoffr_arch  # noqa: F401  (compat, registries)
 from basicsr.archs import build_network
 from basicsr.utils.options import ordered_yaml
+from hoffr_arch.checkpoint import CheckpointError, load_weights
 from hoffr_arch.data.frame_io import DatasetError, list_frames
 
 VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.mov', '.m4v', '.webm')
@@ -52,27 +53,12 @@ def network_options(model_path, opt_path=None):
 
 def load_model(model_path, opt_path=None, param_key=None, device='cpu'):
     """Build HOFFR from the training options and load the checkpoint's weights (strictly)."""
+    opts = network_options(model_path, opt_path)
+    opts.pop('pof_path', None)  # the checkpoint holds the trained POF: its starting point is not needed
     try:
-        ckpt = torch.load(model_path, map_location='cpu', weights_only=True)
-    except FileNotFoundError:
-        raise InferError(f'{model_path}: no such checkpoint') from None
-    except Exception as err:  # torch raises several types for a file that is not a checkpoint
-        raise InferError(f'{model_path}: not a readable checkpoint ({type(err).__name__})') from None
-    keys = [param_key] if param_key else ['params_ema', 'params']
-    key = next((k for k in keys if isinstance(ckpt, dict) and k in ckpt), None)
-    if key is None:
-        raise InferError(f'{model_path}: checkpoint has no {" or ".join(keys)} weights')
-    net = build_network(network_options(model_path, opt_path))
-    state = {k[7:] if k.startswith('module.') else k: v for k, v in ckpt[key].items()}
-    missing, unexpected = set(net.state_dict()) - set(state), set(state) - set(net.state_dict())
-    if missing or unexpected:
-        raise InferError(f'{model_path}: not a checkpoint of this HOFFR ({len(missing)} weights missing, e.g. '
-                         f'{sorted(missing)[:1]}; {len(unexpected)} unexpected, e.g. {sorted(unexpected)[:1]}): '
-                         'another architecture, or other network_g options')
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        raise InferError(f'{model_path}: weights do not fit these network_g options: {str(err).splitlines()[1]}') from None
+        net = load_weights(build_network(opts), model_path, param_key, what='HOFFR (check network_g)')
+    except CheckpointError as err:
+        raise InferError(str(err)) from None
     return net.to(device).eval()
 
 
