@@ -115,7 +115,7 @@ def test_pof_learns_known_motion_on_real_frame(real_frame):
 def test_streaming_equals_forward():
     net = HOFFR(**SMALL).eval()
     # make the flow heads non-zero so the recurrence really warps
-    for level in (net.pof.level_half, net.pof.level_lr, net.pof.level_hr):
+    for level in (*net.pof.coarse, net.pof.level_lr, net.pof.level_hr):
         torch.nn.init.normal_(level.body[-1].weight, std=0.05)
     lqs = torch.rand(1, 5, 3, 11, 14)
     with torch.no_grad():

@@ -24,7 +24,7 @@ def checkpoint(tmp_path):
     (exp / 'models').mkdir(parents=True)
     (exp / 'x.yml').write_text(yaml.safe_dump({'name': 'x', 'network_g': NET}))
     net = HOFFR(**{k: v for k, v in NET.items() if k != 'type'})
-    for level in (net.pof.level_half, net.pof.level_lr, net.pof.level_hr):  # real motion in the recurrence
+    for level in (*net.pof.coarse, net.pof.level_lr, net.pof.level_hr):  # real motion in the recurrence
         torch.nn.init.normal_(level.body[-1].weight, std=0.05)
     ema = {k: v + 0.01 for k, v in net.state_dict().items()}
     torch.save({'params': net.state_dict(), 'params_ema': ema}, exp / 'models' / 'net_g_5.pth')

@@ -1,7 +1,7 @@
 """HOFFR: High-resolution optical flow and frame-recurrent network (Fang & Zhan, Neurocomputing 2022).
 
 One recurrent step (``HOFFR.step``), for the blurry LR frame B_t:
-1. POF predicts the flow from B_{t-1} to B_t at half-LR, LR and HR scales;
+1. POF predicts the flow from B_{t-1} to B_t at coarse (down to 1/8 LR), LR and HR scales;
 2. the previous HR output is warped by the HR flow and space-to-depth'ed to LR (frame recurrence,
    as in FRVSR), then concatenated with B_t; at t = 1 it is a black frame;
 3. PF: a deblurring branch and an SR branch extract F_DB and F_SR; conv(F_DB) + B_t is the
@@ -16,7 +16,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
+
+from hoffr_arch.checkpoint import load_weights, resolve_asset
 
 from .attention_fusion import AttentionFusion
 from .pf_branch import PFBranch
@@ -71,7 +74,19 @@ class HOFFR(nn.Module):
         db_num_feat, db_num_block, db_stride: deblurring branch. Default 96, 11, 2 (runs at half LR).
         fusion_num_rcab (int): RCABs in the attention fusion. Default 2.
         squeeze_factor (int): RCAB channel squeeze. Default 16.
-        pof_num_feat, pof_num_block: width and ResBlocks of each POF level. Default 32, 2.
+        pof_num_feat, pof_num_block, pof_num_coarse: width and ResBlocks of each POF level, and
+            the POF levels below LR. Default 32, 2, 3 (``POF``'s defaults).
+        pof_path (str | None): POF weights to start from, e.g. the self-supervised
+            ``hoffr_arch/assets/pof_x4.pth`` (``{'params': POF state dict}``, as BasicVSR's
+            ``spynet_path``); None (default) starts the POF at zero motion. A relative path that
+            does not exist from the working directory is looked up from the installed package's
+            parent, so ``hoffr_arch/assets/pof_x4.pth`` works from a checkout and a pip install alike.
+        flow (dict | None): another flow network from ``ARCH_REGISTRY`` in the POF's place, e.g.
+            ``{type: SpyNetFlow}``; it must follow ``POF.forward``'s contract (``forward(prev, cur)``
+            -> dict with at least 'lr' and 'hr' flows). ``pof_path`` then loads its weights. None
+            (default): the POF built from the ``pof_*`` options.
+        use_flow (bool): False skips the POF and recurs on the UNALIGNED previous output (zero flow):
+            the ablation of HOFFR's alignment. Default True.
         upsample_base (str): image bilinearly upsampled and added to the reconstruction:
             'deblurred' (the deblurred LR frame, default), 'input' (the blurry LR frame) or 'none'.
 
@@ -80,8 +95,8 @@ class HOFFR(nn.Module):
     ``forward(lqs)``: blurry LR clip (n, t, c, h, w), any h and w -> sharp HR clip (n, t, c, s*h, s*w).
     ``forward(lqs, return_aux=True)`` returns ``(out, aux)`` for the training losses:
         aux['deblurred']: (n, t, c, h, w) deblurred LR frames;
-        aux['flows']: {'half': (n, t-1, 2, ceil(h/2), ceil(w/2)), 'lr': (n, t-1, 2, h, w),
-                       'hr': (n, t-1, 2, s*h, s*w)}, entry i warping frame i onto frame i+1
+        aux['flows']: every POF level, e.g. {'half': (n, t-1, 2, ceil(h/2), ceil(w/2)), 'lr': (n, t-1, 2, h, w),
+                       'hr': (n, t-1, 2, s*h, s*w), 'quarter': ..., 'eighth': ...}, entry i warping frame i onto frame i+1
                        (``flow_warp``), in pixels of its own scale; empty dict when t == 1.
     ``step(lq, state)`` runs one frame (see there): streaming with constant memory, same output.
     """
@@ -100,6 +115,10 @@ class HOFFR(nn.Module):
                  squeeze_factor=16,
                  pof_num_feat=32,
                  pof_num_block=2,
+                 pof_num_coarse=3,
+                 pof_path=None,
+                 use_flow=True,
+                 flow=None,
                  upsample_base='deblurred'):
         super().__init__()
         if upsample_base not in UPSAMPLE_BASES:
@@ -107,7 +126,13 @@ class HOFFR(nn.Module):
         self.num_ch = num_ch
         self.scale = scale
         self.upsample_base = upsample_base
-        self.pof = POF(scale, pof_num_feat, pof_num_block, num_ch)
+        if flow is None:
+            self.pof = POF(scale, pof_num_feat, pof_num_block, num_ch, pof_num_coarse)
+        else:
+            self.pof = build_network(dict(flow, scale=flow.get('scale', scale)))
+        if pof_path:
+            load_weights(self.pof, resolve_asset(pof_path), what='POF (check the pof_* options)')
+        self.use_flow = use_flow
         in_ch = num_ch + num_ch * scale * scale  # B_t and the space-to-depth'ed warped previous output
         self.db_branch = PFBranch(in_ch, db_num_feat, db_num_block, num_feat, db_stride)
         self.sr_branch = PFBranch(in_ch, sr_num_feat, sr_num_block, num_feat, sr_stride)
@@ -137,8 +162,11 @@ class HOFFR(nn.Module):
             if state.lq.shape != x.shape:
                 raise ValueError(f'HOFFR.step: frame of shape {tuple(lq.shape)} does not continue a clip of '
                                  f'padded shape {tuple(state.lq.shape)}; start a new clip with state=None')
-            flows = self.pof(state.lq, x)
-            warped = flow_warp(state.hr, flows['hr'])
+            if self.use_flow:
+                flows = self.pof(state.lq, x)
+                warped = flow_warp(state.hr, flows['hr'])
+            else:
+                flows, warped = None, state.hr
 
         feat = torch.cat((x, F.pixel_unshuffle(warped, s)), 1)
         f_db = self.db_branch(feat)
@@ -154,14 +182,15 @@ class HOFFR(nn.Module):
         if not return_aux:
             return hr, new_state
         if flows is not None:
-            flows = {'half': flows['half'], 'lr': flows['lr'][..., :h, :w], 'hr': flows['hr'][..., :s * h, :s * w]}
+            # the coarse levels keep the padded frame's pooled size; LR and HR are cropped to the frame
+            flows = dict(flows, lr=flows['lr'][..., :h, :w], hr=flows['hr'][..., :s * h, :s * w])
         return hr, new_state, {'deblurred': deblurred[..., :h, :w], 'flows': flows}
 
     def forward(self, lqs, return_aux=False):
         """(n, t, c, h, w) -> (n, t, c, s*h, s*w), or ``(out, aux)`` with ``return_aux`` (class doc)."""
         if lqs.dim() != 5:
             raise ValueError(f'HOFFR expects (n, t, c, h, w), got shape {tuple(lqs.shape)}')
-        outs, deblurred, flows = [], [], {'half': [], 'lr': [], 'hr': []}
+        outs, deblurred, flows = [], [], {}
         state = None
         for i in range(lqs.shape[1]):
             hr, state, aux = self.step(lqs[:, i], state, return_aux=True)
@@ -169,9 +198,9 @@ class HOFFR(nn.Module):
             deblurred.append(aux['deblurred'])
             if aux['flows'] is not None:
                 for key, value in aux['flows'].items():
-                    flows[key].append(value)
+                    flows.setdefault(key, []).append(value)
         out = torch.stack(outs, 1)
         if not return_aux:
             return out
-        flows = {key: torch.stack(value, 1) for key, value in flows.items()} if flows['lr'] else {}
+        flows = {key: torch.stack(value, 1) for key, value in flows.items()}
         return out, {'deblurred': torch.stack(deblurred, 1), 'flows': flows}

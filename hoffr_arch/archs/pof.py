@@ -1,17 +1,26 @@
 """POF: high-resolution optical-flow prediction from two LR frames, coarse to fine.
 
-Three levels in the manner of SOF-VSR's OFRnet: half-LR -> LR -> HR, each a small residual CNN that
-refines the flow of the level below; the HR level predicts its residual by sub-pixel convolution.
-The last convolution of every level starts at zero, so an untrained POF predicts zero motion and
-training starts from plain frame recurrence.
+SOF-VSR's OFRnet refines flow over half-LR -> LR -> HR. Two levels below LR see at most about
+two LR pixels of motion (each level's small CNN reaches a few pixels of its own scale), so the POF
+starts further down: ``num_coarse`` average-pooled levels (default 3: 1/8, 1/4 and 1/2 of LR), each a
+small residual CNN that refines the upsampled flow of the level below from the current frame and the
+previous frame warped by that flow; then the LR level; then the HR level, whose residual is predicted
+at LR and brought to HR by sub-pixel convolution (pixel shuffle).
+
+The last convolution of every level starts at zero, so an untrained POF predicts zero motion. A
+self-supervised pretrained POF ships as ``hoffr_arch/assets/pof_x4.pth`` (``HOFFR(pof_path=...)``,
+``FlowPretrainModel``).
 """
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from basicsr.archs.arch_util import ResidualBlockNoBN
+from basicsr.archs.arch_util import ResidualBlockNoBN, resize_flow
+from basicsr.utils.registry import ARCH_REGISTRY
 
 from .warp import flow_warp, upscale_flow
+
+COARSE_NAMES = {2: 'half', 4: 'quarter', 8: 'eighth', 16: 'sixteenth'}
 
 
 class FlowLevel(nn.Module):
@@ -33,36 +42,61 @@ class FlowLevel(nn.Module):
         return self.body(x)
 
 
+
+@ARCH_REGISTRY.register()
 class POF(nn.Module):
     """HR optical-flow prediction.
 
     Args:
-        scale (int): HR / LR size ratio.
-        num_feat (int): width of each level.
-        num_block (int): ResBlocks per level.
-        num_ch (int): image channels.
+        scale (int): HR / LR size ratio. Default 4.
+        num_feat (int): width of each level. Default 32.
+        num_block (int): ResBlocks per level. Default 2.
+        num_ch (int): image channels. Default 3.
+        num_coarse (int): levels below LR (1: half-LR only, as SOF-VSR; 2 adds quarter; 3 adds
+            eighth). Each doubles the motion the POF can follow. Default 3.
 
-    ``forward(prev, cur)`` takes two LR frames (n, c, h, w), h and w even, and returns the flow
-    that warps ``prev`` onto ``cur`` (see ``flow_warp``) at three scales, each in pixels of its own
-    scale: ``{'half': (n, 2, h/2, w/2), 'lr': (n, 2, h, w), 'hr': (n, 2, scale*h, scale*w)}``.
+    ``forward(prev, cur)`` takes two LR frames (n, c, h, w) of any size and returns the flow that
+    warps ``prev`` onto ``cur`` (``flow_warp(prev, flow) ~ cur``) at every level, each in pixels of
+    its own scale, coarsest first::
+
+        {'eighth': (n, 2, h8, w8), 'quarter': (n, 2, h4, w4), 'half': (n, 2, ceil(h/2), ceil(w/2)),
+         'lr': (n, 2, h, w), 'hr': (n, 2, scale*h, scale*w)}
+
+    where each coarse size is the ceiling of half the next finer one. Every flow network put in
+    HOFFR's place must return at least 'lr' and 'hr' (the HR flow warps the previous output).
     """
 
-    def __init__(self, scale=4, num_feat=32, num_block=2, num_ch=3):
+    def __init__(self, scale=4, num_feat=32, num_block=2, num_ch=3, num_coarse=3):
         super().__init__()
+        if not 1 <= num_coarse <= len(COARSE_NAMES):
+            raise ValueError(f'POF num_coarse must be 1..{len(COARSE_NAMES)}, got {num_coarse}')
         self.scale = scale
-        self.level_half = FlowLevel(2 * num_ch, num_feat, num_block, 2)
-        # later levels see: current frame, previous frame warped by the coarser flow, that flow
+        self.coarse_names = [COARSE_NAMES[2 ** k] for k in range(num_coarse, 0, -1)]  # coarsest first
+        # the coarsest level sees both frames; every later one: current frame, previous frame warped
+        # by the coarser flow, that flow
+        self.coarse = nn.ModuleList(
+            FlowLevel(2 * num_ch + (2 if k else 0), num_feat, num_block, 2) for k in range(num_coarse))
         self.level_lr = FlowLevel(2 * num_ch + 2, num_feat, num_block, 2)
         self.level_hr = FlowLevel(2 * num_ch + 2, num_feat, num_block, 2 * scale * scale)
 
+    @staticmethod
+    def _refine(level, prev, cur, coarse):
+        """The flow at ``cur``'s size: ``coarse`` resized there plus the level's residual."""
+        flow = resize_flow(coarse, 'shape', cur.shape[-2:])
+        return flow + level(torch.cat((cur, flow_warp(prev, flow), flow), 1))
+
     def forward(self, prev, cur):
-        if prev.shape[-2] % 2 or prev.shape[-1] % 2:
-            raise ValueError(f'POF needs even frame sizes, got {tuple(prev.shape[-2:])} (HOFFR pads for you)')
-        half = self.level_half(torch.cat((F.avg_pool2d(prev, 2), F.avg_pool2d(cur, 2)), 1))
-
-        coarse = upscale_flow(half, 2)
-        lr = coarse + self.level_lr(torch.cat((cur, flow_warp(prev, coarse), coarse), 1))
-
+        pyramid = [(prev, cur)]
+        for _ in self.coarse_names:
+            p, c = pyramid[-1]
+            pyramid.append((F.avg_pool2d(p, 2, ceil_mode=True), F.avg_pool2d(c, 2, ceil_mode=True)))
+        flows = {}
+        flow = None
+        for name, level, (p, c) in zip(self.coarse_names, self.coarse, reversed(pyramid[1:])):
+            flow = level(torch.cat((p, c), 1)) if flow is None else self._refine(level, p, c, flow)
+            flows[name] = flow
+        lr = self._refine(self.level_lr, prev, cur, flow)
         residual = F.pixel_shuffle(self.level_hr(torch.cat((cur, flow_warp(prev, lr), lr), 1)), self.scale)
-        hr = upscale_flow(lr, self.scale) + residual
-        return {'half': half, 'lr': lr, 'hr': hr}
+        flows['lr'] = lr
+        flows['hr'] = upscale_flow(lr, self.scale) + residual
+        return flows
