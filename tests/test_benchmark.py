@@ -6,7 +6,7 @@ import math
 from datasets_lmdb.__main__ import main as datasets_cli
 from hoffr_arch.benchmark import COLUMNS, MODELS, main as benchmark
 
-from test_datasets_lmdb import make_reds
+from conftest import make_reds
 
 TINY = {  # the published sizes are too slow for a test; the code path is the same
     'HOFFR': {'num_feat': 8, 'sr_num_feat': 8, 'sr_num_block': 1, 'db_num_feat': 8, 'db_num_block': 1,

@@ -17,36 +17,10 @@ from datasets_lmdb.pack import bicubic_downscale
 from datasets_lmdb.synth import blur_clip, read_source
 from hoffr_arch.data.vsrdb_dataset import VSRDBRecurrentDataset, VSRDBTestDataset
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, make_reds, smooth_frames, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 pack_module = importlib.import_module('datasets_lmdb.pack')  # the package exports a function of that name
-
-
-def smooth_frames(n, h, w, seed):
-    """n (h, w, 3) uint8 frames of a smooth random texture drifting right: real-looking, compressible."""
-    rng = np.random.default_rng(seed)
-    base = cv2.resize(rng.random((h // 4 + 2, (w + 2 * n) // 4 + 2, 3)).astype(np.float32), (w + 2 * n, h + 8),
-                      interpolation=cv2.INTER_CUBIC)
-    return [np.clip(base[4:4 + h, 2 * i:2 * i + w] * 255, 0, 255).astype(np.uint8) for i in range(n)]
-
-
-def write_clip(folder, frames, name='{:08d}.png'):
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(frames):
-        cv2.imwrite(str(folder / name.format(i)), img)
-
-
-def make_reds(root, clips, prefix='train', h=32, w=48):
-    """REDS layout with all four kinds; ``clips`` maps clip name -> number of frames."""
-    for seed, (clip, n) in enumerate(clips.items()):
-        sharp = smooth_frames(n, h, w, seed)
-        blur = [cv2.GaussianBlur(f, (5, 5), 1.5) for f in sharp]
-        write_clip(root / f'{prefix}_sharp' / clip, sharp)
-        write_clip(root / f'{prefix}_blur' / clip, blur)
-        write_clip(root / f'{prefix}_sharp_bicubic' / 'X4' / clip, [bicubic_downscale(f, 4) for f in sharp])
-        write_clip(root / f'{prefix}_blur_bicubic' / 'X4' / clip, [bicubic_downscale(f, 4) for f in blur])
-    return root
 
 
 def load_dir(folder):

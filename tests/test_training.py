@@ -17,7 +17,7 @@ from hoffr_arch import compat
 from hoffr_arch._entry import project_root
 from hoffr_arch.options import OptionsError, check_options
 
-from test_datasets_lmdb import make_reds
+from conftest import make_reds
 
 REPO = Path(__file__).resolve().parents[1]
 
