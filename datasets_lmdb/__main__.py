@@ -21,6 +21,10 @@ def _pack_options(p):
                    help='continue an interrupted run: keep complete LMDBs, continue partial ones')
 
 
+def _exposure(text):
+    return tuple(float(v) for v in text.split(':')) if ':' in text else float(text)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog='python -m datasets_lmdb', description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -43,10 +47,14 @@ def build_parser():
     p = sub.add_parser('synth', help='make a REDS-layout VSRDB set from sharp videos or frame folders',
                        description='Blur sharp footage along its optical flow in linear light, then '
                        'MATLAB-bicubic x4: a REDS-layout folder (train_sharp, train_blur, *_bicubic/X4).')
-    p.add_argument('--input', required=True, nargs='+', help='video files (mp4, ...) or frame folders')
+    p.add_argument('--input', required=True, nargs='+',
+                   help='video files (mp4, ...) or frame folders, each optionally with its own options: '
+                   'PATH@step=2,resize=480x270,exposure=0.5:2,max_frames=100,start=0,clip_length=20,split=val '
+                   '(split=val puts its clips in val_* folders: a held-out source)')
     p.add_argument('--output', required=True, help='REDS-layout root to create')
-    p.add_argument('--exposure', type=float, default=1.0,
-                   help='exposure length in frame intervals (0: no blur; default 1.0)')
+    p.add_argument('--exposure', type=_exposure, default=1.0,
+                   help='exposure length in frame intervals (0: no blur; default 1.0), or A:B to draw one '
+                   'per clip from that range')
     p.add_argument('--scale', type=int, default=4)
     p.add_argument('--clip-length', type=int, default=None, help='cut inputs into clips of this many frames')
     p.add_argument('--start', type=int, default=0, help='first frame to use')

@@ -7,7 +7,7 @@ for steps under a pixel), and the samples are averaged in linear light (gamma 2.
 Then ``*_bicubic/X4`` come from MATLAB-style bicubic downsampling (BasicSR's ``imresize``).
 
 Output, in REDS layout under ROOT: ``train_sharp/<clip>/%08d.png``, ``train_blur/``,
-``train_sharp_bicubic/X4/``, ``train_blur_bicubic/X4/``. It is written to ``ROOT.partial`` and
+``train_sharp_bicubic/X4/``, ``train_blur_bicubic/X4/`` (``val_*`` for sources marked ``split=val``). It is written to ``ROOT.partial`` and
 renamed when complete.
 """
 import math
@@ -117,40 +117,89 @@ def blur_clip(frames, exposure, workers=None):
         return list(pool.map(blur_one, range(len(frames))))
 
 
+SOURCE_KEYS = {'start': int, 'max_frames': int, 'step': int, 'exposure': str, 'resize': str, 'split': str,
+               'clip_length': int}
+
+
+def parse_source(spec, defaults):
+    """``PATH[@key=value,...]`` -> (path, options): ``defaults`` overridden by the source's own keys.
+
+    Keys: start, max_frames, step, clip_length, resize (``WxH``), exposure (a number, or ``A:B`` for
+    a value drawn per clip, uniformly, reproducibly), split (``train`` or ``val``: which REDS folders
+    the source's clips go to; hold whole sources out with ``split=val``).
+    """
+    path, _, extra = str(spec).partition('@')
+    opts = dict(defaults)
+    for item in filter(None, extra.split(',')):
+        key, eq, value = item.partition('=')
+        if not eq or key not in SOURCE_KEYS:
+            raise DatasetError(f'{spec}: bad source option {item!r} (PATH@key=value,...; keys: '
+                               f'{", ".join(SOURCE_KEYS)})')
+        try:
+            if key == 'resize':
+                w, h = (int(v) for v in value.lower().split('x'))
+                value = (w, h)
+            elif key == 'exposure':
+                value = tuple(float(v) for v in value.split(':')) if ':' in value else float(value)
+            elif key == 'split':
+                if value not in ('train', 'val'):
+                    raise ValueError
+            else:
+                value = SOURCE_KEYS[key](value)
+        except ValueError:
+            raise DatasetError(f'{spec}: bad value in source option {item!r}') from None
+        opts[key] = value
+    return path, opts
+
+
+def clip_exposure(exposure, index):
+    """The exposure of clip ``index``: the number, or a draw from the range (A, B) seeded by the index."""
+    if isinstance(exposure, tuple):
+        low, high = exposure
+        return float(np.random.default_rng(index).uniform(low, high))
+    return float(exposure)
+
+
 def synth(inputs, root, exposure=1.0, scale=4, clip_length=None, start=0, max_frames=None, resize=None,
           overwrite=False, workers=None, first_clip=0, step=1):
     """Make a REDS-layout VSRDB set under ``root`` from sharp videos or frame folders.
 
     Each input is cut into clips of ``clip_length`` frames (default: one clip per input); clips are
-    named 000, 001, ... from ``first_clip``. Returns {clip: number of frames}.
+    named 000, 001, ... from ``first_clip``, across all inputs. An input may carry its own options
+    (``parse_source``: ``PATH@step=2,resize=480x270,exposure=0.5:2,split=val``); the arguments here
+    are the defaults. ``exposure`` may be a range (A, B): each clip draws its own. Returns
+    {clip: number of frames}.
     """
     root = Path(root)
     partial = root.with_name(root.name + '.partial')
     if root.exists() and any(root.iterdir()):
         if not overwrite:
             raise DatasetError(f'{root} already exists; pass --overwrite to replace it')
+    defaults = dict(start=start, max_frames=max_frames, step=step, exposure=exposure, resize=resize,
+                    split='train', clip_length=clip_length)
+    sources = [parse_source(spec, defaults) for spec in inputs]  # every spec checked before any work
     if partial.exists():  # left by an interrupted run: frames are cheap to redo
         shutil.rmtree(partial)
     clips, index = {}, first_clip
     bar = tqdm(unit='frame', desc='synth')
-    folders = {'sharp': 'train_sharp', 'blur': 'train_blur', 'sharp_bicubic': 'train_sharp_bicubic/X4',
-               'blur_bicubic': 'train_blur_bicubic/X4'}
-    for source in inputs:
-        frames = read_source(source, start, max_frames, resize, step)
+    folders = {'sharp': '{p}_sharp', 'blur': '{p}_blur', 'sharp_bicubic': '{p}_sharp_bicubic/X4',
+               'blur_bicubic': '{p}_blur_bicubic/X4'}
+    for source, opts in sources:
+        frames = read_source(source, opts['start'], opts['max_frames'], opts['resize'], opts['step'])
         h, w = frames[0].shape[:2]
         if h % scale or w % scale:
             raise DatasetError(f'{source}: frame size {w}x{h} is not a multiple of the scale {scale}; '
                                'pass --resize W H')
-        length = clip_length or len(frames)
+        length = opts['clip_length'] or len(frames)
         for begin in range(0, len(frames), length):
             sharp = frames[begin:begin + length]
             name = f'{index:03d}'
-            blurry = blur_clip(sharp, exposure, workers)
+            blurry = blur_clip(sharp, clip_exposure(opts['exposure'], index), workers)
             out = {'sharp': sharp, 'blur': blurry}
             out['sharp_bicubic'] = [bicubic_downscale(f, scale) for f in sharp]
             out['blur_bicubic'] = [bicubic_downscale(f, scale) for f in blurry]
             for kind, imgs in out.items():
-                folder = partial / folders[kind] / name
+                folder = partial / folders[kind].format(p=opts['split']) / name
                 folder.mkdir(parents=True)
                 for i, img in enumerate(imgs):
                     if not cv2.imwrite(str(folder / f'{i:08d}.png'), img):
