@@ -41,3 +41,17 @@ def prepare(argv, is_train):
     root.mkdir(parents=True, exist_ok=True)
     os.chdir(root)
     return str(root)
+
+
+def finish_distributed(ok):
+    """End a torchrun/slurm run cleanly: wait for every rank (when the run succeeded), then destroy
+    the process group. Without this, gloo's threads meet the interpreter's shutdown and a finished
+    run can exit with SIGABRT ("terminate called without an active exception")."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if ok:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()

@@ -6,11 +6,17 @@ import sys
 
 import hoffr_arch  # noqa: F401  (compat fixes, registries)
 from basicsr.test import test_pipeline
-from hoffr_arch._entry import prepare
+from hoffr_arch._entry import finish_distributed, prepare
 
 
 def main(argv=None):
-    test_pipeline(prepare(list(sys.argv[1:] if argv is None else argv), is_train=False))
+    root = prepare(list(sys.argv[1:] if argv is None else argv), is_train=False)
+    ok = False
+    try:
+        test_pipeline(root)
+        ok = True
+    finally:
+        finish_distributed(ok)
 
 
 if __name__ == '__main__':

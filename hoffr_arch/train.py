@@ -8,16 +8,20 @@ import sys
 
 import hoffr_arch  # noqa: F401  (compat fixes, registries)
 from basicsr.train import train_pipeline
-from hoffr_arch._entry import prepare
+from hoffr_arch._entry import finish_distributed, prepare
 from hoffr_arch.models.hoffr_model import NonFiniteLossError
 
 
 def main(argv=None):
     root = prepare(list(sys.argv[1:] if argv is None else argv), is_train=True)
+    ok = False
     try:
         train_pipeline(root)
+        ok = True
     except NonFiniteLossError as err:
         sys.exit(f'error: {err}')
+    finally:
+        finish_distributed(ok)
 
 
 if __name__ == '__main__':
