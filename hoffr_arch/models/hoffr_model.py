@@ -9,13 +9,10 @@ Differences from ``VideoRecurrentModel`` (and why):
   place on CPU, refuses to save images during training and ignores EMA weights. Ours runs on any
   device and in DDP, adds the FMA-Net protocol (``skip_border_frames``) and clip-level metrics
   (tOF), and writes ``metrics_<dataset>.json`` when testing;
-- checkpoints and training states are written atomically (temporary file, then rename), so a
-  kill during a save never leaves a partial file for ``--auto_resume`` to meet;
-- DDP on CPU (gloo) as well as CUDA, optional bf16 autocast on CUDA (``train.bf16``, ``val.bf16``).
+- atomic checkpoints and DDP on CPU (gloo) as well as CUDA (``RunSafetyMixin``); optional bf16
+  autocast on CUDA (``train.bf16``, ``val.bf16``).
 """
 import json
-import os
-import time
 from collections import OrderedDict
 from contextlib import nullcontext
 from copy import deepcopy
@@ -24,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import distributed as dist
-from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
@@ -35,6 +31,8 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import get_dist_info, master_only
 from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 
+from .run_safety import RunSafetyMixin
+
 CLIP_METRICS = ('calculate_tof', )  # metrics computed on whole clips, not per frame
 
 
@@ -42,30 +40,15 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stops, checkpoints are kept."""
 
 
-def atomic_torch_save(obj, path):
-    """``torch.save`` to ``path`` via a temporary file and a rename: readers see all or nothing."""
-    path = Path(path)
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 @MODEL_REGISTRY.register()
-class HOFFRModel(VideoRecurrentModel):
+class HOFFRModel(RunSafetyMixin, VideoRecurrentModel):
     """Training and validation of HOFFR (see the module docstring for the options it adds)."""
 
     def model_to_device(self, net):
-        net = net.to(self.device)
-        if self.opt['dist']:
-            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
-            return DistributedDataParallel(net, device_ids=device_ids,
-                                           find_unused_parameters=self.opt.get('find_unused_parameters', False))
-        if self.opt['num_gpu'] > 1:
-            return DataParallel(net)
-        return net
+        if self.opt['is_train'] and self.opt['train'].get('flow_lr_mul', 1) == 0:
+            net.pof.requires_grad_(False)  # before DDP wraps it: DDP must not wait for its gradients
+            get_root_logger().info('POF frozen (train.flow_lr_mul: 0)')
+        return super().model_to_device(net)
 
     def init_training_settings(self):
         self.net_g.train()
@@ -96,18 +79,23 @@ class HOFFRModel(VideoRecurrentModel):
         self.setup_schedulers()
 
     def setup_optimizers(self):
+        """Adam/AdamW over the network; the POF's learning rate times ``train.flow_lr_mul``.
+
+        ``flow_lr_mul: 0`` freezes the POF (no gradient is computed for it at all, which also saves
+        its backward pass): the pretrained flow is kept exactly.
+        """
         train_opt = self.opt['train']
         flow_lr_mul = train_opt.get('flow_lr_mul', 1)
         optim_opt = deepcopy(train_opt['optim_g'])
         optim_type = optim_opt.pop('type')
-        pof = {id(p) for p in self.get_bare_model(self.net_g).pof.parameters()}
+        pof_ids = {id(p) for p in self.get_bare_model(self.net_g).pof.parameters()}
         params = [p for p in self.net_g.parameters() if p.requires_grad]
-        if flow_lr_mul == 1:
+        if flow_lr_mul in (0, 1):
             groups = params
         else:
             get_root_logger().info(f'POF learning rate x {flow_lr_mul}')
-            groups = [{'params': [p for p in params if id(p) not in pof], 'lr': optim_opt['lr']},
-                      {'params': [p for p in params if id(p) in pof], 'lr': optim_opt['lr'] * flow_lr_mul}]
+            groups = [{'params': [p for p in params if id(p) not in pof_ids], 'lr': optim_opt['lr']},
+                      {'params': [p for p in params if id(p) in pof_ids], 'lr': optim_opt['lr'] * flow_lr_mul}]
         self.optimizer_g = self.get_optimizer(optim_type, groups, **optim_opt)
         self.optimizers.append(self.optimizer_g)
 
@@ -238,26 +226,3 @@ class HOFFRModel(VideoRecurrentModel):
         path.write_text(json.dumps({'dataset': dataset_name, 'average': self.metric_results, 'clips': per_clip,
                                     'skip_border_frames': self.opt['val'].get('skip_border_frames', 0)}, indent=2))
         get_root_logger().info(f'Metrics written to {path}')
-
-    # --- atomic checkpoints -------------------------------------------------------------------
-
-    @master_only
-    def save_network(self, net, net_label, current_iter, param_key='params'):
-        current_iter = 'latest' if current_iter == -1 else current_iter
-        path = Path(self.opt['path']['models']) / f'{net_label}_{current_iter}.pth'
-        nets = net if isinstance(net, list) else [net]
-        keys = param_key if isinstance(param_key, list) else [param_key]
-        state = {}
-        for net_, key in zip(nets, keys):
-            state[key] = {k[7:] if k.startswith('module.') else k: v.cpu()
-                          for k, v in self.get_bare_model(net_).state_dict().items()}
-        atomic_torch_save(state, path)
-
-    @master_only
-    def save_training_state(self, epoch, current_iter):
-        if current_iter == -1:
-            return
-        state = {'epoch': epoch, 'iter': current_iter, 'time': time.time(),
-                 'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers]}
-        atomic_torch_save(state, Path(self.opt['path']['training_states']) / f'{current_iter}.state')

@@ -1,0 +1,91 @@
+"""FlowPretrainModel: the POF (or any flow network with its contract) trained alone, self-supervised.
+
+BasicSR's ``SRModel`` with a flow network as ``network_g`` (``type: POF``) and the
+``SelfSupervisedFlowLoss`` as its pixel loss (``train.pixel_opt``): no flow labels and no blur, only
+sharp frame pairs. Data: any ``VSRDBRecurrentDataset`` whose ``dataroot_lq`` holds SHARP LR frames
+(e.g. ``sharp_bicubic.lmdb``) and ``dataroot_gt`` the sharp HR frames (for the HR level);
+``num_frame`` >= 2 (every consecutive pair is used), ``interval_list`` > 1 for larger motion,
+``random_reverse`` so both directions are seen (the loss also runs every pair both ways).
+
+Validation (``VSRDBTestDataset`` on sharp frames) reports the warping error of each consecutive
+pair (``calculate_warp_error``, 0-255, lower is better) for the levels named in ``val.metrics``
+(``level: lr`` or ``hr``; ``level: zero`` is the error of not warping at all, for reference).
+The saved ``net_g_*.pth`` is ``{'params': ..., 'params_ema': ...}`` of the flow network: what
+``HOFFR(pof_path=...)`` loads.
+"""
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from basicsr.models.sr_model import SRModel
+from basicsr.utils.dist_util import get_dist_info
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from hoffr_arch.metrics.flow_metric import calculate_warp_error
+from .run_safety import RunSafetyMixin
+
+
+def consecutive_pairs(clip):
+    """(n, t, c, h, w) -> (frames 0..t-2, frames 1..t-1), each (n * (t - 1), c, h, w)."""
+    return clip[:, :-1].flatten(0, 1), clip[:, 1:].flatten(0, 1)
+
+
+def both_ways(net, prev, cur):
+    """The flow network on (prev, cur) and (cur, prev) in one batch -> (forward flows, backward flows)."""
+    flows = net(torch.cat((prev, cur)), torch.cat((cur, prev)))
+    n = prev.shape[0]
+    return {k: v[:n] for k, v in flows.items()}, {k: v[n:] for k, v in flows.items()}
+
+
+@MODEL_REGISTRY.register()
+class FlowPretrainModel(RunSafetyMixin, SRModel):
+    """Self-supervised pretraining of a flow network (see the module docstring)."""
+
+    def feed_data(self, data):
+        self.lq = data['lq'].to(self.device)  # (n, t, c, h, w) sharp LR
+        self.gt = data['gt'].to(self.device) if 'gt' in data else None  # (n, t, c, H, W) sharp HR
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad(set_to_none=True)
+        prev, cur = consecutive_pairs(self.lq)
+        fw, bw = both_ways(self.net_g, prev, cur)
+        hr = consecutive_pairs(self.gt) if self.gt is not None else None
+        total, terms = self.cri_pix(fw, bw, (prev, cur), hr)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f'non-finite flow loss at iteration {current_iter}: lower train.optim_g.lr')
+        total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(OrderedDict(terms, l_total=total))
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        if get_dist_info()[0] == 0:  # small: rank 0 measures, the others go on
+            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        dataset = dataloader.dataset
+        name = dataset.opt['name']
+        metrics = self.opt['val'].get('metrics') or {}
+        self._initialize_best_metric_results(name)
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        values = {m: [] for m in metrics}
+        with torch.no_grad():
+            for index in range(len(dataset)):
+                clip = dataset[index]
+                prev, cur = consecutive_pairs(clip['lq'][None].to(self.device))
+                flows = net(prev, cur)
+                hr = consecutive_pairs(clip['gt'][None].to(self.device))
+                for metric, mopt in metrics.items():
+                    level = mopt.get('level', 'lr')
+                    p, c = hr if level == 'hr' else (prev, cur)
+                    flow = torch.zeros_like(p[:, :2]) if level == 'zero' else flows[level]
+                    values[metric].append(calculate_warp_error(p, c, flow, mopt.get('border', 4)))
+        net.train(was_training)
+        self.metric_results = {m: float(np.mean(v)) for m, v in values.items()}
+        for metric, value in self.metric_results.items():
+            self._update_best_metric_result(name, metric, value, current_iter)
+        self._log_validation_metric_values(current_iter, name, tb_logger)

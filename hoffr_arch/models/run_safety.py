@@ -1,0 +1,60 @@
+"""What every model of this package adds to BasicSR's for safe runs on any device.
+
+- ``model_to_device``: DDP on CPU (gloo) as well as CUDA; BasicSR's always asks CUDA for a device;
+- checkpoints and training states written atomically (temporary file, then rename), so a kill
+  during a save never leaves a partial file for ``--auto_resume`` to meet.
+"""
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from basicsr.utils.dist_util import master_only
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` to ``path`` via a temporary file and a rename: readers see all or nothing."""
+    path = Path(path)
+    tmp = path.with_name(path.name + '.tmp')
+    with open(tmp, 'wb') as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunSafetyMixin:
+    """Put before the BasicSR model class: ``class M(RunSafetyMixin, SRModel)``."""
+
+    def model_to_device(self, net):
+        net = net.to(self.device)
+        if self.opt['dist']:
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            return DistributedDataParallel(net, device_ids=device_ids,
+                                           find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        if self.opt['num_gpu'] > 1:
+            return DataParallel(net)
+        return net
+
+    @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        current_iter = 'latest' if current_iter == -1 else current_iter
+        path = Path(self.opt['path']['models']) / f'{net_label}_{current_iter}.pth'
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        state = {}
+        for net_, key in zip(nets, keys):
+            state[key] = {k[7:] if k.startswith('module.') else k: v.cpu()
+                          for k, v in self.get_bare_model(net_).state_dict().items()}
+        atomic_torch_save(state, path)
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        if current_iter == -1:
+            return
+        state = {'epoch': epoch, 'iter': current_iter, 'time': time.time(),
+                 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers]}
+        atomic_torch_save(state, Path(self.opt['path']['training_states']) / f'{current_iter}.state')
