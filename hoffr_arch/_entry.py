@@ -3,6 +3,7 @@ import os
 import sys
 from pathlib import Path
 
+from .data.frame_io import DatasetError
 from .options import OptionsError, check_options
 
 
@@ -32,15 +33,46 @@ def prepare(argv, is_train):
         sys.exit('usage: python -m hoffr_arch.{train,test} -opt OPTIONS.yml [--auto_resume] [--launcher pytorch]')
     i = argv.index('-opt') + 1
     argv[i] = str(Path(argv[i]).resolve())
-    try:
-        check_options(argv[i], is_train)
-    except (OptionsError, OSError) as err:
-        sys.exit(f'error: {err}')
-    sys.argv[1:] = argv
     root = project_root()
-    root.mkdir(parents=True, exist_ok=True)
-    os.chdir(root)
+    try:
+        opt = check_options(argv[i], is_train)
+        root.mkdir(parents=True, exist_ok=True)
+        os.chdir(root)
+        check_data(opt)
+    except (OptionsError, DatasetError, KeyError, OSError) as err:
+        print(f'error: {str(err).strip(chr(39)) if isinstance(err, KeyError) else err}', file=sys.stderr)
+        sys.exit(2)
+    sys.argv[1:] = argv
     return str(root)
+
+
+def check_data(opt):
+    """Build this package's datasets of ``opt`` once (and read one training sample), so that a data
+    problem (missing root, clips that differ, crop larger than the frames, clips shorter than
+    ``num_frame``) is one line before BasicSR creates the experiment folder. Cheap: the datasets
+    read only their meta_info and headers. BasicSR's own datasets are left to BasicSR."""
+    import logging
+
+    from basicsr.utils import logger as basicsr_logger
+    from basicsr.utils.registry import DATASET_REGISTRY
+    # BasicSR's root logger adds its log file only when first initialised: keep this check from
+    # initialising it (and from logging), so the run's own set-up still does
+    fresh = 'basicsr' not in basicsr_logger.initialized_logger
+    basicsr_logger.initialized_logger['basicsr'] = True
+    log = logging.getLogger('basicsr')
+    was_disabled, log.disabled = log.disabled, True
+    try:
+        for phase, ds_opt in opt['datasets'].items():
+            cls = DATASET_REGISTRY.get(ds_opt['type'])
+            if not cls.__module__.startswith('hoffr_arch.'):
+                continue
+            dataset = cls(dict(ds_opt, phase=phase.split('_')[0], scale=opt['scale']))
+            if phase.split('_')[0] == 'train' and len(dataset):
+                dataset[0]
+    finally:
+        log.disabled = was_disabled
+        if fresh:
+            del basicsr_logger.initialized_logger['basicsr']
 
 
 def finish_distributed(ok):

@@ -51,16 +51,15 @@ class _Checker:
     def keys(self, section, where, allowed, required=()):
         if not isinstance(section, dict):
             self.fail(f"'{where}' must be a mapping, got {type(section).__name__}")
-        for key in required:
-            if section.get(key) is None:
-                self.fail(f"missing key '{where + '.' if where else ''}{key}'")
-        if allowed is None:
-            return
-        for key in section:
+        # unknown keys first: a misspelled key is reported as such, not as the key it misses
+        for key in section if allowed is not None else ():
             if key not in allowed:
                 close = difflib.get_close_matches(key, sorted(allowed), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(allowed))})"
                 self.fail(f"unknown key '{where + '.' if where else ''}{key}'{hint}")
+        for key in required:
+            if section.get(key) is None:
+                self.fail(f"missing key '{where + '.' if where else ''}{key}'")
 
     def registered(self, section, where, registry, what):
         if not isinstance(section, dict) or 'type' not in section:

@@ -154,6 +154,36 @@ def test_test_pipeline_writes_metrics_and_images(tmp_path, lmdb_data):
     assert frames == [f'{i:08d}_tiny_test.png' for i in range(4)]
 
 
+def test_train_and_val_on_the_same_lmdb_with_a_loader_worker(tmp_path, lmdb_data):
+    """A quick check often validates on the training data: one LMDB opened by both datasets."""
+    train, _ = lmdb_data
+    root = tmp_path / 'root'
+    opt = train_options(tmp_path, (train, train), name='same', total_iter=2, save_freq=2)
+    cfg = yaml.safe_load(opt.read_text())
+    cfg['datasets']['train']['num_worker_per_gpu'] = 1
+    cfg['datasets']['val']['max_frames'] = 3
+    opt.write_text(yaml.safe_dump(cfg))
+    run('hoffr_arch.train', opt, root, tmp_path)
+    log = read_logs(root, 'same')
+    assert log.count('Validation tiny_val') == 2  # at iteration 2 and at the end
+
+
+def test_data_errors_are_one_line_before_any_experiment_folder(tmp_path, lmdb_data):
+    root = tmp_path / 'root'
+    cases = [({'dataroot_gt': str(tmp_path / 'nowhere.lmdb')}, 'nowhere.lmdb not found'),
+             ({'gt_size': 512}, 'smaller than the crop 128x128'),
+             ({'num_frame': 40}, 'num_frame 40 needs 40')]
+    for change, message in cases:
+        opt = train_options(tmp_path, lmdb_data, name='bad')
+        cfg = yaml.safe_load(opt.read_text())
+        cfg['datasets']['train'].update(change)
+        opt.write_text(yaml.safe_dump(cfg))
+        proc = run('hoffr_arch.train', opt, root, tmp_path, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+        assert 'Traceback' not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not (root / 'experiments' / 'bad').exists()
+
+
 def test_torchrun_two_processes_on_cpu(tmp_path, lmdb_data):
     root = tmp_path / 'root'
     opt = train_options(tmp_path, lmdb_data, name='ddp', total_iter=4, save_freq=2)
@@ -212,13 +242,15 @@ def test_bad_option_file_fails_at_start_naming_the_key(tmp_path, lmdb_data):
     cfg = yaml.safe_load(opt.read_text())
     cfg['train']['totl_iter'] = cfg['train'].pop('total_iter')
     opt.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(OptionsError, match=r"missing key 'train.total_iter'"):
-        check_options(opt)
-    cfg['train']['total_iter'] = 3
-    opt.write_text(yaml.safe_dump(cfg))
+    # the README's example, as it prints: the misspelling is named, not the key it misses
     with pytest.raises(OptionsError, match=r"unknown key 'train.totl_iter' \(did you mean 'total_iter'\?\)"):
         check_options(opt)
-    del cfg['train']['totl_iter']
+    cfg['train']['total_iter'] = cfg['train'].pop('totl_iter')
+    del cfg['train']['scheduler']
+    opt.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(OptionsError, match=r"missing key 'train.scheduler'"):
+        check_options(opt)
+    cfg['train']['scheduler'] = {'type': 'CosineAnnealingRestartLR', 'periods': [100], 'restart_weights': [1]}
     cfg['network_g']['num_blocks'] = 3
     cfg['datasets']['train']['gt_sise'] = 32
     opt.write_text(yaml.safe_dump(cfg))
@@ -229,7 +261,8 @@ def test_bad_option_file_fails_at_start_naming_the_key(tmp_path, lmdb_data):
     with pytest.raises(OptionsError, match=r"unknown key 'datasets.train.gt_sise' \(did you mean 'gt_size'\?\)"):
         check_options(opt)
     proc = run('hoffr_arch.train', opt, tmp_path, tmp_path, check=False)
-    assert proc.returncode == 1 and "unknown key 'datasets.train.gt_sise'" in proc.stderr
+    assert proc.returncode == 2 and "unknown key 'datasets.train.gt_sise'" in proc.stderr
+    assert 'Traceback' not in proc.stderr
     for shipped in sorted((REPO / 'options').rglob('*.yml')):
         check_options(shipped, is_train='/test/' not in str(shipped))
 

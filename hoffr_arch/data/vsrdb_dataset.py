@@ -9,6 +9,7 @@ We do not subclass BasicSR's ``REDSRecurrentDataset`` / ``VideoRecurrentTestData
 assumes 100 frames per clip and the REDS4 split, the second refuses LMDB, accepts only the names
 vid4/reds4/redsofficial and pairs GT and LQ folders by sort order.
 """
+import os
 import random
 from pathlib import Path
 
@@ -59,11 +60,35 @@ def clips_of_lmdb(lmdb_path):
     return clips
 
 
-class _FrameReader:
-    """Reads frame ``i`` of ``clip`` from one of the roots, via BasicSR's FileClient (lmdb or disk).
+_LMDB_ENVS = {}  # (process id, resolved path) -> lmdb.Environment
 
-    The FileClient is opened lazily, in the process that reads (LMDB handles do not survive fork or
-    pickling into DataLoader workers).
+
+def open_lmdb(path):
+    """The read-only LMDB environment of ``path`` for this process, opened once and shared by every
+    dataset (train, val and test may point at the same LMDB; LMDB refuses a second open of a path in
+    one process). Keyed by process id, so a forked or spawned DataLoader worker opens its own.
+
+    BasicSR's ``FileClient('lmdb')`` opens a new environment per dataset, hence this instead.
+    """
+    import lmdb
+    pid, real = os.getpid(), os.path.realpath(path)
+    env = _LMDB_ENVS.get((pid, real))
+    if env is None:
+        # a forked DataLoader worker inherits its parent's handle, which LMDB must not use across a
+        # fork and which makes it refuse a new open: close the child's copy (the parent's stays open)
+        for stale in [k for k in _LMDB_ENVS if k[1] == real]:
+            _LMDB_ENVS.pop(stale).close()
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False)
+        _LMDB_ENVS[(pid, real)] = env
+    return env
+
+
+class _FrameReader:
+    """Reads frame ``i`` of ``clip`` from one of the roots: LMDB (``open_lmdb``) or disk (BasicSR's
+    FileClient).
+
+    Nothing is opened until the first read, in the process that reads (LMDB handles do not survive
+    fork or pickling into DataLoader workers).
     """
 
     def __init__(self, opt, roots, name):
@@ -90,17 +115,13 @@ class _FrameReader:
 
     def read(self, key, clip, index):
         """(stored bytes, where) of frame ``index`` of ``clip`` under root ``key``."""
-        if self.client is None:
-            if self.backend == 'lmdb':
-                keys = list(self.roots)
-                self.client = FileClient('lmdb', db_paths=[str(self.roots[k]) for k in keys], client_keys=keys,
-                                         **{k: v for k, v in self.io_opt.items() if k != 'type'})
-            else:
-                self.client = FileClient('disk')
         if self.backend == 'lmdb':
-            buf = self.client.get(f'{clip}/{index:08d}', key)
+            with open_lmdb(self.roots[key]).begin(write=False) as txn:
+                buf = txn.get(f'{clip}/{index:08d}'.encode('ascii'))
             where = f'{self.roots[key]} key {clip}/{index:08d}'
         else:
+            if self.client is None:
+                self.client = FileClient('disk')
             path = self.files[key][clip][index]
             buf = self.client.get(str(path))
             where = str(path)
