@@ -103,6 +103,9 @@ def main(argv=None):
     except DatasetError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    except OSError as err:  # an output path that is a file, read-only, a full disk...
+        print(f'error: {err.filename or args.output}: {err.strerror or err}', file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print('interrupted: rerun the same command with --resume to continue', file=sys.stderr)
         return 130

@@ -123,6 +123,11 @@ def dvd_plan(root, scale=4, test_clips=DVD_TEST):
         if stray:
             raise DatasetError(f'{stray[0]}: stray entry in DVD clip {clip.name} (expected GT/ and input/)')
         names = ([p.name for p in found['sharp'][clip.name]], [p.name for p in found['blur'][clip.name]])
+        stems = ([p.stem for p in found['sharp'][clip.name]], [p.stem for p in found['blur'][clip.name]])
+        if names[0] != names[1] and stems[0] == stems[1]:  # same frames, other formats: say that
+            i = next(i for i, (a, b) in enumerate(zip(*names)) if a != b)
+            raise DatasetError(f'{clip}: GT/{names[0][i]} and input/{names[1][i]} differ in format (DVD clip '
+                               f'{clip.name}); GT and input frames must have the same names and extensions')
         if names[0] != names[1]:
             extra = sorted(set(names[0]) ^ set(names[1]), key=natural_key)[0]
             where = 'GT' if extra in names[0] else 'input'

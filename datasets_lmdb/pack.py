@@ -41,9 +41,10 @@ def load_frame(frame, encoding='raw', png_level=1):
         data = frame.path.read_bytes()
     except OSError as err:
         raise DatasetError(f'{frame.path}: cannot read frame {frame.key}: {err.strerror}') from None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if img is None:
-        raise DatasetError(f'{frame.path}: unreadable or corrupt image (frame {frame.key})')
+        raise DatasetError(f'{frame.path}: {"empty file (0 bytes)" if not data else "unreadable or corrupt image"} '
+                           f'(frame {frame.key})')
     if frame.downscale:
         img = bicubic_downscale(img, frame.downscale)
     if encoding == 'raw':
@@ -71,7 +72,8 @@ def header_size(path):
 def check_sizes(splits, scale):
     """Per split, kind and clip the (h, w) every frame must have; HR must be ``scale`` x LR.
 
-    Reads only the header of each clip's first frame, so size errors surface before any packing.
+    Reads only image headers, of every frame, so that size errors (a frame of another size in
+    mid-clip), empty and unreadable files surface before anything is written.
     """
     sizes = {}
     for split, kinds in splits.items():
@@ -93,6 +95,16 @@ def check_sizes(splits, scale):
                     if (hh, hw) != (scale * h, scale * w):
                         raise DatasetError(f'{split} clip {clip}: {hr_kind} is {hh}x{hw} but {lr_kind} is {h}x{w}; '
                                            f'HR must be {scale} x LR ({kinds[lr_kind][clip][0].path})')
+        for kind, clips in kinds.items():  # every other frame against its clip's first
+            for clip, frames in clips.items():
+                first = header_size(frames[0].path)
+                for frame in frames[1:]:
+                    if frame.path.stat().st_size == 0:
+                        raise DatasetError(f'{frame.path}: empty file (0 bytes) (frame {frame.key})')
+                    other = header_size(frame.path)
+                    if other != first:
+                        raise DatasetError(f'{frame.path}: frame {frame.key} is {other[0]}x{other[1]}, the rest of '
+                                           f'clip {clip} is {first[0]}x{first[1]}')
     return sizes
 
 
@@ -200,6 +212,17 @@ def pack(splits, out, encoding='raw', png_level=1, workers=None, overwrite=False
     if encoding not in ENCODINGS:
         raise DatasetError(f'unknown encoding {encoding!r}; choose from {", ".join(ENCODINGS)}')
     out = Path(out)
+    resolved = out.resolve()
+    for kinds in splits.values():
+        for clips in kinds.values():
+            for frames in clips.values():
+                source = frames[0].path.resolve().parent.parent  # the kind folder holding the clips
+                if resolved == source or source in resolved.parents:
+                    raise DatasetError(f'{out}: the output is inside the input folder {source}; later runs would '
+                                       'read it as a clip. Choose an output outside the input kind folders')
+                break
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f'{out}: exists and is not a folder')
     sizes = check_sizes(splits, scale)
     targets = [out / split / f'{kind}.lmdb' for split, kinds in splits.items() for kind in kinds]
     check_outputs(targets + [out / split / 'meta_info.txt' for split in splits], overwrite, resume)

@@ -32,8 +32,11 @@ def natural_key(name):
 
 
 def _ascii(path, what):
+    """Refuse names that LMDB keys (ASCII) and meta_info.txt (space-separated) cannot round-trip."""
     if not path.name.isascii():
         raise DatasetError(f'{path}: non-ASCII {what} name (LMDB keys must be ASCII); rename it')
+    if any(c.isspace() for c in path.name):
+        raise DatasetError(f'{path}: {what} name holds whitespace (meta_info.txt is space-separated); rename it')
 
 
 def list_clips(folder):
