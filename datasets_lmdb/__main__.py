@@ -11,9 +11,10 @@ from hoffr_arch.data.frame_io import ENCODINGS
 def _pack_options(p):
     p.add_argument('--output', required=True, help='output folder: OUT/<split>/<kind>.lmdb and meta_info.txt')
     p.add_argument('--scale', type=int, default=4, help='HR / LR size ratio (default 4)')
-    p.add_argument('--encoding', choices=ENCODINGS, default='raw',
-                   help='how frames are stored: raw uint8 (default: fastest to load, crops copy only the '
-                   'crop), png (at --png-level), source (the source file bytes; generated LR frames as PNG)')
+    p.add_argument('--encoding', choices=ENCODINGS, default='bmp',
+                   help='how frames are stored: bmp (default: uncompressed, decoded by BasicSR\'s imfrombytes '
+                   'and any image tool; our datasets copy only the training crop), png (at --png-level), '
+                   'source (the source file bytes; generated LR frames as PNG)')
     p.add_argument('--png-level', type=int, default=1, help='zlib level for --encoding png (0-9)')
     p.add_argument('--workers', type=int, default=None, help='reading threads (default: all cores)')
     p.add_argument('--overwrite', action='store_true', help='redo outputs that exist')
@@ -78,9 +79,10 @@ def main(argv=None):
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         if args.command == 'verify':
-            problems, counts = verify(args.output, args.scale)
+            problems, counts, formats = verify(args.output, args.scale)
             for split, kinds in counts.items():
-                print(f'{split}: ' + ', '.join(f'{kind} {n} frames' for kind, n in kinds.items()))
+                print(f'{split}: ' + ', '.join(
+                    f'{kind} {n} frames ({", ".join(formats[split].get(kind, {}))})' for kind, n in kinds.items()))
             for problem in problems:
                 print(f'problem: {problem}', file=sys.stderr)
             print('verify: OK' if not problems else f'verify: {len(problems)} problem(s)')

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from hoffr_arch import compat  # noqa: F401  (basicsr import below)
 from basicsr.utils.matlab_functions import imresize
-from hoffr_arch.data.frame_io import ENCODINGS, encode_png, encode_raw, frame_shape, is_raw
+from hoffr_arch.data.frame_io import ENCODINGS, encode_bmp, encode_png, frame_shape, stored_format
 
 from .layout import HR_KINDS, LR_OF, DatasetError
 
@@ -35,7 +35,7 @@ def bicubic_downscale(img, factor):
     return np.clip(np.rint(out * 255.), 0, 255).astype(np.uint8)
 
 
-def load_frame(frame, encoding='raw', png_level=1):
+def load_frame(frame, encoding='bmp', png_level=1):
     """Read one planned frame -> (value bytes, (h, w, c)). Raises DatasetError naming the frame."""
     try:
         data = frame.path.read_bytes()
@@ -47,17 +47,11 @@ def load_frame(frame, encoding='raw', png_level=1):
                            f'(frame {frame.key})')
     if frame.downscale:
         img = bicubic_downscale(img, frame.downscale)
-    if encoding == 'raw':
-        return encode_raw(img), img.shape
+    if encoding == 'bmp':
+        return encode_bmp(img), img.shape
     if encoding == 'png' or frame.downscale:  # a generated frame has no source bytes: lossless PNG
         return encode_png(img, png_level), img.shape
     return data, img.shape
-
-
-def value_ext(buf):
-    if is_raw(buf):
-        return 'raw'
-    return 'png' if bytes(buf[:4]) == b'\x89PNG' else 'jpg'
 
 
 def header_size(path):
@@ -134,7 +128,7 @@ def _bounded_map(fn, items, workers):
             yield from pool.map(fn, items[start:start + chunk])
 
 
-def write_lmdb(path, clips, expected, encoding='raw', png_level=1, workers=None, overwrite=False,
+def write_lmdb(path, clips, expected, encoding='bmp', png_level=1, workers=None, overwrite=False,
                desc=None):
     """Pack ``{clip: [Frame]}`` into ``path`` (an ``.lmdb`` folder) via ``path.partial``.
 
@@ -167,7 +161,7 @@ def write_lmdb(path, clips, expected, encoding='raw', png_level=1, workers=None,
                     raise DatasetError(f'{frame.path}: frame {frame.key} is {shape[0]}x{shape[1]}, the rest of clip '
                                        f'{clip} is {expected[clip][0]}x{expected[clip][1]}')
                 txn.put(frame.key.encode('ascii'), value)
-                shapes[frame.key] = (tuple(shape), value_ext(value))
+                shapes[frame.key] = (tuple(shape), stored_format(value))
                 pending += len(value)
                 if pending >= COMMIT_BYTES:
                     txn.commit()
@@ -184,7 +178,7 @@ def write_lmdb(path, clips, expected, encoding='raw', png_level=1, workers=None,
             for f in frames:
                 if f.key not in shapes:
                     value = txn.get(f.key.encode('ascii'))
-                    shapes[f.key] = (frame_shape(value), value_ext(value))
+                    shapes[f.key] = (frame_shape(value), stored_format(value))
                 (h, w, c), ext = shapes[f.key]
                 lines.append(f'{f.key}.{ext} ({h},{w},{c}) {png_level if encoding == "png" else 0}\n')
             if txn.stat()['entries'] != len(frames):
@@ -207,7 +201,7 @@ def _write_atomic(path, text):
     os.replace(tmp, path)
 
 
-def pack(splits, out, encoding='raw', png_level=1, workers=None, overwrite=False, resume=False, scale=4):
+def pack(splits, out, encoding='bmp', png_level=1, workers=None, overwrite=False, resume=False, scale=4):
     """Pack every split and kind of a plan under ``out``; returns {split: {kind: frames}}."""
     if encoding not in ENCODINGS:
         raise DatasetError(f'unknown encoding {encoding!r}; choose from {", ".join(ENCODINGS)}')

@@ -4,7 +4,7 @@ from pathlib import Path
 import lmdb
 from tqdm import tqdm
 
-from hoffr_arch.data.frame_io import decode_frame
+from hoffr_arch.data.frame_io import decode_frame, stored_format
 
 from .layout import LR_OF
 
@@ -30,12 +30,14 @@ def read_lmdb_meta(lmdb_path):
 
 
 def verify(out, scale=4):
-    """Check every split under ``out``; returns (problems, {split: {kind: frames}})."""
+    """Check every split under ``out``; returns (problems, {split: {kind: frames}}, {split: {kind: formats}})
+    where formats counts the stored formats (``stored_format``: bmp, png, jpg, or raw for LMDBs written
+    before BMP became the default)."""
     out = Path(out)
-    problems, counts = [], {}
+    problems, counts, formats = [], {}, {}
     splits = sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []
     if not splits:
-        return [f'{out}: no packed splits found'], counts
+        return [f'{out}: no packed splits found'], counts, formats
     for split_dir in splits:
         split = split_dir.name
         for partial in split_dir.glob('*.partial'):
@@ -46,7 +48,7 @@ def verify(out, scale=4):
         clips = read_dataset_meta(split_dir / 'meta_info.txt')
         expected_keys = {f'{clip}/{i:08d}' for clip, (n, _) in clips.items() for i in range(n)}
         shapes = {}
-        counts[split] = {}
+        counts[split], formats[split] = {}, {}
         for lmdb_dir in sorted(split_dir.glob('*.lmdb')):
             kind = lmdb_dir.name[:-len('.lmdb')]
             meta = read_lmdb_meta(lmdb_dir)
@@ -56,6 +58,8 @@ def verify(out, scale=4):
                 for key, value in tqdm(txn.cursor(), total=txn.stat()['entries'], unit='frame', desc=f'{split}/{kind}'):
                     key = bytes(key).decode('ascii')
                     seen.add(key)
+                    fmt = stored_format(value)
+                    formats[split].setdefault(kind, {})[fmt] = formats[split].get(kind, {}).get(fmt, 0) + 1
                     try:
                         shape = decode_frame(value).shape
                     except ValueError as err:
@@ -77,4 +81,4 @@ def verify(out, scale=4):
                 if hr and hr[:2] != (scale * h, scale * w):
                     problems.append(f'{split} clip {clip}: {hr_kind} is {hr[0]}x{hr[1]}, {lr_kind} is {h}x{w}: '
                                     f'not {scale} x')
-    return problems, counts
+    return problems, counts, formats

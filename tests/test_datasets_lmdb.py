@@ -15,6 +15,7 @@ import pytest
 from datasets_lmdb.__main__ import main as cli
 from datasets_lmdb.pack import bicubic_downscale
 from datasets_lmdb.synth import blur_clip, read_source
+from hoffr_arch.data.frame_io import decode_frame, encode_raw
 from hoffr_arch.data.vsrdb_dataset import VSRDBRecurrentDataset, VSRDBTestDataset
 
 from conftest import SHARED_DATA, make_reds, smooth_frames, write_clip
@@ -37,7 +38,7 @@ def test_dataset_options_are_checked():
         VSRDBTestDataset({'name': 'x', 'dataroot_lq': 'a', 'io_backend': {'type': 'disk'}})
 
 
-@pytest.mark.parametrize('encoding', ['raw', 'png', 'source'])
+@pytest.mark.parametrize('encoding', ['bmp', 'png', 'source'])
 def test_reds_to_lmdb_items_equal_source(tmp_path, encoding):
     src = make_reds(tmp_path / 'REDS', {'000': 4, '011': 3, '015': 3, '020': 3, '100': 6})
     make_reds(src, {'000': 5}, prefix='val')
@@ -67,6 +68,54 @@ def test_reds_to_lmdb_items_equal_source(tmp_path, encoding):
     clip = train[train.folders.index('240')]
     for got, want in zip(clip['gt'], load_dir(src / 'val_sharp' / '000')):
         assert np.array_equal(as_bgr_uint8(got), want)
+
+
+def test_stock_basicsr_decodes_every_value_pixel_identical(tmp_path, capsys):
+    """BasicSR's imfrombytes (and so its stock datasets) decodes what we store, identically to the sources."""
+    import lmdb
+    from basicsr.utils import imfrombytes
+    src = make_reds(tmp_path / 'REDS', {'001': 3, '002': 2}, h=36, w=52)  # odd LR widths: padded BMP rows
+    out = tmp_path / 'lmdb'
+    assert cli(['reds', '--input', str(src), '--output', str(out)]) == 0
+    folders = {'sharp': 'train_sharp', 'blur_bicubic': 'train_blur_bicubic/X4'}
+    for kind, folder in folders.items():
+        env = lmdb.open(str(out / 'train' / f'{kind}.lmdb'), readonly=True, lock=False)
+        with env.begin() as txn:
+            values = dict(txn.cursor())
+        env.close()
+        assert len(values) == 5
+        for key, value in values.items():
+            clip, frame = key.decode().split('/')
+            want = cv2.imread(str(src / folder / clip / f'{frame}.png'))
+            got = imfrombytes(value, float32=False)
+            assert got is not None and np.array_equal(got, want), key
+            crop = decode_frame(value, (1, 2, 3, 4))  # our crop view: the same pixels
+            assert np.array_equal(crop, want[1:4, 2:6])
+    capsys.readouterr()
+    assert cli(['verify', str(out)]) == 0
+    assert 'sharp 5 frames (bmp)' in capsys.readouterr().out
+
+
+def test_legacy_raw_lmdb_is_still_read_and_named(tmp_path, capsys):
+    import lmdb
+    out = tmp_path / 'old' / 'train'
+    frames = smooth_frames(2, 32, 48, 1)
+    (out).mkdir(parents=True)
+    for kind, imgs in (('sharp', frames), ('blur_bicubic', [f[::4, ::4] for f in frames])):
+        env = lmdb.open(str(out / f'{kind}.lmdb'), map_size=1 << 24)
+        with env.begin(write=True) as txn:
+            for i, img in enumerate(imgs):
+                txn.put(f'000/{i:08d}'.encode(), encode_raw(img))
+        env.close()
+        h, w = imgs[0].shape[:2]
+        (out / f'{kind}.lmdb' / 'meta_info.txt').write_text(
+            ''.join(f'000/{i:08d}.raw ({h},{w},3) 0\n' for i in range(2)))
+    (out / 'meta_info.txt').write_text('000 2 (32,48,3)\n')
+    assert cli(['verify', str(tmp_path / 'old')]) == 0
+    assert 'sharp 2 frames (raw)' in capsys.readouterr().out
+    item = VSRDBTestDataset({'dataroot_gt': str(out / 'sharp.lmdb'), 'dataroot_lq': str(out / 'blur_bicubic.lmdb'),
+                             'io_backend': {'type': 'lmdb'}})[0]
+    assert np.array_equal(as_bgr_uint8(item['gt'][1]), frames[1])
 
 
 def test_training_crops_match_source(tmp_path):

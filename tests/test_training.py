@@ -284,3 +284,32 @@ def test_find_resume_state_ignores_partial_and_orphan_files(tmp_path):
     (tmp_path / 'training_states' / '15.state.tmp').write_bytes(b'x')
     (tmp_path / 'training_states' / '20.state').write_bytes(b'x')  # its network file is missing
     assert compat.find_resume_state(tmp_path) == str(tmp_path / 'training_states' / '10.state')
+
+
+def test_stock_basicvsr_trains_on_our_lmdb_with_basicsr_reds_dataset(tmp_path):
+    """Our LMDBs are BasicSR's: its own REDSRecurrentDataset and VideoRecurrentModel train on them."""
+    src = make_reds(tmp_path / 'REDS', {'001': 100}, h=256, w=256)  # 100 frames (REDS), LR >= 64 (SpyNet)
+    out = tmp_path / 'lmdb'
+    assert datasets_cli(['reds', '--input', str(src), '--output', str(out)]) == 0
+    train = out / 'train'
+    opt = {'name': 'stock', 'model_type': 'VideoRecurrentModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
+           'datasets': {'train': {
+               'name': 'reds', 'type': 'REDSRecurrentDataset', 'dataroot_gt': str(train / 'sharp.lmdb'),
+               'dataroot_lq': str(train / 'blur_bicubic.lmdb'), 'meta_info_file': str(train / 'meta_info.txt'),
+               'val_partition': 'REDS4', 'test_mode': False, 'io_backend': {'type': 'lmdb'}, 'num_frame': 3,
+               'gt_size': 256, 'interval_list': [1], 'random_reverse': False, 'use_hflip': True, 'use_rot': True,
+               'num_worker_per_gpu': 0, 'batch_size_per_gpu': 1, 'dataset_enlarge_ratio': 1, 'prefetch_mode': None}},
+           'network_g': {'type': 'BasicVSR', 'num_feat': 8, 'num_block': 1, 'spynet_path': None},
+           'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+           'train': {'optim_g': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.9, 0.99]},
+                     'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [2], 'restart_weights': [1],
+                                   'eta_min': 1e-7},
+                     'total_iter': 2, 'warmup_iter': -1, 'fix_flow': 0,
+                     'pixel_opt': {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+           'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False}}
+    path = tmp_path / 'stock.yml'
+    path.write_text(yaml.safe_dump(opt))
+    root = tmp_path / 'root'
+    run('hoffr_arch.train', path, root, tmp_path)
+    log = read_logs(root, 'stock')
+    assert 'l_pix' in log and (root / 'experiments' / 'stock' / 'models' / 'net_g_2.pth').exists()

@@ -1,8 +1,13 @@
 """How frames are stored in our LMDBs, and how the datasets read them back.
 
 A stored value is one of:
-- ``raw``: a 16-byte header (``HFRW`` + uint32 h, w, c, little-endian) then the uint8 BGR pixels,
-  row-major. Decoding is a memory view: a training crop copies only the crop's pixels.
+- ``bmp`` (the default): an uncompressed 24-bit Windows bitmap, as ``cv2.imencode('.bmp')`` writes it,
+  so BasicSR's ``imfrombytes`` and any image tool decode it; we read it as a memory view of its pixel
+  rows, so a training crop copies only the crop's pixels (as fast as ``raw``, chosen over PPM because
+  OpenCV writes BMP rows padded and bottom-up in a fixed 54-byte header we can index directly,
+  while PPM headers are free text);
+- ``raw``: the earlier private format, a 16-byte header (``HFRW`` + uint32 h, w, c, little-endian)
+  then the uint8 BGR pixels; still read, no longer written;
 - ``png`` / ``jpg``: an encoded image, decoded by OpenCV (BasicSR's ``imfrombytes`` format).
 
 ``decode_frame`` tells them apart by the header, so a reader needs no per-key format table.
@@ -18,7 +23,8 @@ import numpy as np
 
 RAW_MAGIC = b'HFRW'
 _HEADER = struct.Struct('<4sIII')
-ENCODINGS = ('raw', 'png', 'source')
+ENCODINGS = ('bmp', 'png', 'source')
+_BMP = struct.Struct('<2sIHHIIiiHHI')  # file header + the start of BITMAPINFOHEADER
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
@@ -84,11 +90,37 @@ def list_frames(clip_dir):
 
 
 def encode_raw(img):
-    """(h, w, c) uint8 -> bytes of the ``raw`` format."""
+    """(h, w, c) uint8 -> bytes of the legacy ``raw`` format (kept to make old LMDBs in tests)."""
     img = np.ascontiguousarray(img)
     if img.dtype != np.uint8 or img.ndim != 3:
         raise ValueError(f'encode_raw wants an (h, w, c) uint8 image, got {img.dtype} {img.shape}')
     return _HEADER.pack(RAW_MAGIC, *img.shape) + img.tobytes()
+
+
+def encode_bmp(img):
+    """(h, w, 3) uint8 BGR -> uncompressed 24-bit BMP bytes (OpenCV's writer)."""
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f'encode_bmp wants an (h, w, 3) uint8 image, got {img.dtype} {img.shape}')
+    ok, buf = cv2.imencode('.bmp', img)
+    if not ok:
+        raise ValueError('BMP encoding failed')
+    return buf.tobytes()
+
+
+def _bmp_pixels(buf):
+    """(h, w, 3) uint8 view of a 24-bit uncompressed BMP's pixels, top row first; None for any other
+    BMP (left to OpenCV)."""
+    if len(buf) < _BMP.size:
+        return None
+    magic, _, _, _, offset, _, w, h, _, bpp, compression = _BMP.unpack_from(buf)
+    if magic != b'BM' or bpp != 24 or compression != 0 or w <= 0 or h == 0:
+        return None
+    stride = (w * 3 + 3) // 4 * 4
+    if offset + stride * abs(h) > len(buf):
+        raise ValueError(f'BMP holds {len(buf) - offset} pixel bytes, its header says {abs(h)}x{w}x3')
+    rows = np.frombuffer(buf, np.uint8, count=stride * abs(h), offset=offset).reshape(abs(h), stride)
+    img = rows[:, :w * 3].reshape(abs(h), w, 3)
+    return img[::-1] if h > 0 else img  # positive height: rows are stored bottom-up
 
 
 def encode_png(img, level):
@@ -103,11 +135,22 @@ def is_raw(buf):
     return bytes(buf[:4]) == RAW_MAGIC
 
 
+def stored_format(buf):
+    """'bmp', 'raw' (legacy), 'png' or 'jpg' (anything else OpenCV decodes)."""
+    if is_raw(buf):
+        return 'raw'
+    head = bytes(buf[:8])
+    return 'bmp' if head[:2] == b'BM' else 'png' if head == b'\x89PNG\r\n\x1a\n' else 'jpg'
+
+
 def frame_shape(buf):
     """(h, w, c) of a stored frame as ``decode_frame`` returns it (always 3 channels), reading only
     the header where the format has one."""
     if is_raw(buf):
         return tuple(_HEADER.unpack_from(buf)[1:])
+    if bytes(buf[:2]) == b'BM' and len(buf) >= _BMP.size:
+        _, _, _, _, _, _, w, h, _, _, _ = _BMP.unpack_from(buf)
+        return (abs(h), w, 3)
     if bytes(buf[:8]) == b'\x89PNG\r\n\x1a\n':
         w, h = struct.unpack('>II', bytes(buf[16:24]))
         return (h, w, 3)  # grey or alpha PNGs decode to 3 channels (IMREAD_COLOR)
@@ -119,7 +162,8 @@ def decode_frame(buf, crop=None):
 
     Args:
         buf (bytes): value from the LMDB or the bytes of an image file.
-        crop (tuple | None): (top, left, height, width) taken before copying for ``raw`` frames.
+        crop (tuple | None): (top, left, height, width) taken before copying for ``bmp`` and ``raw``
+            frames.
 
     Raises:
         ValueError: the bytes are not a decodable image.
@@ -129,6 +173,8 @@ def decode_frame(buf, crop=None):
         if len(buf) != _HEADER.size + h * w * c:
             raise ValueError(f'raw frame holds {len(buf) - _HEADER.size} pixel bytes, header says {h}x{w}x{c}')
         img = np.frombuffer(buf, np.uint8, offset=_HEADER.size).reshape(h, w, c)
+    elif (img := _bmp_pixels(buf) if bytes(buf[:2]) == b'BM' else None) is not None:
+        pass
     else:
         img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
         if img is None:
@@ -136,4 +182,4 @@ def decode_frame(buf, crop=None):
     if crop is not None:
         top, left, ch, cw = crop
         img = img[top:top + ch, left:left + cw]
-    return np.array(img)  # a writable copy: of the crop only, for raw frames
+    return np.array(img)  # a writable copy: of the crop only, for bmp and raw frames
