@@ -14,6 +14,8 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
     packages=find_packages(include=['hoffr_arch', 'hoffr_arch.*', 'datasets_lmdb', 'datasets_lmdb.*']),
+    # the bundled clip and the shipped weights: a non-editable install (pip install ., a wheel) has them too
+    package_data={'hoffr_arch': ['assets/*.pth', 'assets/*.mp4', 'assets/*.md']},
     install_requires=[
         'torch>=2.0',
         'torchvision>=0.15',
@@ -21,7 +23,7 @@ setup(
         'numpy',
         'opencv-python',
         'lmdb',
-        'scikit-image',
+        'Pillow',
         'pyyaml',
         'tqdm',
         'matplotlib',

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 MODELS = ('HOFFR', 'BasicVSR', 'IconVSR', 'BasicVSRPlusPlus', 'EDVR', 'bicubic')
 NETWORKS = {
-    'HOFFR': {'type': 'HOFFR'},
+    'HOFFR': {'type': 'HOFFR', 'pof_path': 'hoffr_arch/assets/pof_x4.pth'},
     'BasicVSR': {'type': 'BasicVSR', 'num_feat': 64, 'num_block': 30},
     'IconVSR': {'type': 'IconVSR', 'num_feat': 64, 'num_block': 30, 'keyframe_stride': 5, 'temporal_padding': 2},
     'BasicVSRPlusPlus': {'type': 'BasicVSRPlusPlus', 'mid_channels': 64, 'num_blocks': 7},
@@ -44,6 +44,7 @@ NETWORKS = {
     'EDVR': {'type': 'EDVR', 'num_feat': 64, 'num_frame': 5, 'deformable_groups': 8, 'num_extract_block': 5,
              'num_reconstruct_block': 10, 'with_predeblur': True, 'with_tsa': True},
 }
+SPYNET_MODELS = ('BasicVSR', 'IconVSR', 'BasicVSRPlusPlus')
 MIN_SIZE = 64  # SpyNet and BasicVSR++ need LR frames of at least 64 pixels; smaller ones are padded
 
 
@@ -156,14 +157,17 @@ def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame,
                'num_frame': num_frame, 'gt_size': gt_size, 'interval_list': [1], 'random_reverse': False,
                'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': batch,
                'dataset_enlarge_ratio': 100, 'prefetch_mode': None}
+    # pretrained flow networks (HOFFR's POF, the SpyNets) learn 8x slower, as BasicVSR's recipe has it
     train = {'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]}, 'total_iter': iters, 'warmup_iter': -1,
+             'flow_lr_mul': 0.125,
              'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [iters], 'restart_weights': [1],
                            'eta_min': 1e-7}}
     if name == 'HOFFR':
         model = 'HOFFRModel'
         dataset['dataroot_lq_sharp'] = str(train_root / 'sharp_bicubic.lmdb')
         train.update(sr_opt={'type': 'SRLoss', 'criterion': 'charbonnier'}, db_opt={'type': 'DBLoss', 'criterion': 'charbonnier'},
-                     flow_opt={'type': 'FlowWarpLoss', 'loss_weight': 0.01})
+                     flow_opt={'type': 'FlowWarpLoss', 'loss_weight': 0.1, 'criterion': 'charbonnier',
+                               'level_weights': {'half': 0.1, 'lr': 0.2, 'hr': 1.0}})
     else:
         model = 'EDVRModel' if name == 'EDVR' else 'VideoRecurrentModel'
         train['pixel_opt'] = {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'reduction': 'mean'}
@@ -247,6 +251,11 @@ def main(argv=None):
     parser.add_argument('--hoffr-opt', help='YAML whose network_g configures HOFFR (default: the paper size)')
     parser.add_argument('--network', action='append', default=[], metavar='NAME=JSON',
                         help='override a network\'s options, e.g. BasicVSR=\'{"num_block": 10}\'')
+    parser.add_argument('--spynet', default='none',
+                        help='SpyNet weights for BasicVSR, IconVSR and BasicVSR++: official ones when you have '
+                        'them, or one pretrained by the POF\'s own self-supervised recipe '
+                        '(options/pretrain/pretrain_SpyNet.yml); default "none": a random SpyNet, said in the '
+                        'table title')
     parser.add_argument('--train-data', help='packed training split: train every model first (equal budget)')
     parser.add_argument('--train-iters', type=int, default=0)
     parser.add_argument('--batch', type=int, default=4)
@@ -271,6 +280,11 @@ def main(argv=None):
     if args.hoffr_opt:
         with open(args.hoffr_opt) as f:
             networks['HOFFR'] = dict(yaml.safe_load(f)['network_g'])
+    spynet = None if args.spynet.lower() == 'none' else str(Path(args.spynet).resolve())
+    if spynet and not Path(spynet).is_file():
+        parser.error(f'--spynet {args.spynet}: no such file')
+    for name in SPYNET_MODELS:
+        networks[name]['spynet_path'] = spynet
     for entry in args.network:
         name, _, spec = entry.partition('=')
         networks[name].update(json.loads(spec))
@@ -290,7 +304,8 @@ def main(argv=None):
         with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
             rows.append(pool.submit(evaluate, name, data_opt, args.device, networks.get(name), ckpts.get(name),
                                     args.max_frames).result())
-    title = f'VSRDB x4 on {args.data or args.lq} ({budget}; {args.device}, torch {torch.__version__})'
+    flow = f'SpyNet: {Path(spynet).name}' if spynet else 'SpyNet: random'
+    title = f'VSRDB x4 on {args.data or args.lq} ({budget}; {flow}; {args.device}, torch {torch.__version__})'
     print(write_outputs(rows, out, title))
     print(f'written: {out}/benchmark.md, benchmark.csv, benchmark.png')
     return rows

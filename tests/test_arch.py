@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from hoffr_arch.archs.hoffr_arch import HOFFR
+from hoffr_arch.archs.hoffr_arch import HOFFR, UPSAMPLE_BASES
 from hoffr_arch.archs.pof import POF
 from hoffr_arch.archs.warp import flow_warp
 from hoffr_arch.losses.hoffr_loss import DBLoss, FlowWarpLoss, SRLoss
@@ -112,8 +112,9 @@ def test_pof_learns_known_motion_on_real_frame(real_frame):
     assert mean[0] > 0.5 and mean[1] > 0.2
 
 
-def test_streaming_equals_forward():
-    net = HOFFR(**SMALL).eval()
+@pytest.mark.parametrize('base', UPSAMPLE_BASES)
+def test_streaming_equals_forward(base):
+    net = HOFFR(**SMALL, upsample_base=base).eval()
     # make the flow heads non-zero so the recurrence really warps
     for level in (*net.pof.coarse, net.pof.level_lr, net.pof.level_hr):
         torch.nn.init.normal_(level.body[-1].weight, std=0.05)
@@ -139,3 +140,24 @@ def test_step_rejects_frame_of_another_clip():
 def test_default_parameter_count_near_paper():
     count = sum(p.numel() for p in HOFFR().parameters())
     assert abs(count - 3.5e6) <= 0.15 * 3.5e6, count
+
+
+def test_recurrent_base_carries_the_previous_output_along_the_flow():
+    """With the network's own residual at zero, 'recurrent' keeps the warped previous output's detail
+    and takes only its low frequencies from the current frame: a static scene stays as it was."""
+    net = HOFFR(**SMALL, upsample_base='recurrent').eval()
+    for p in net.reconstruction.parameters():
+        torch.nn.init.zeros_(p)
+    for p in net.db_head.parameters():
+        torch.nn.init.zeros_(p)
+    detail = torch.rand(1, 3, 32, 32)  # a previous output with detail the LR frame cannot show
+    lq = F.avg_pool2d(detail, 4)
+    with torch.no_grad():
+        _, state = net.step(lq)
+        state = state._replace(hr=detail)
+        out, _ = net.step(lq, state)  # POF at zero motion: nothing moved
+    assert torch.allclose(out, detail, atol=1e-5)
+    with torch.no_grad():
+        plain = HOFFR(**SMALL, upsample_base='deblurred').eval()
+        plain.load_state_dict(net.state_dict())
+        assert not torch.allclose(plain.step(lq, state)[0], detail, atol=1e-2)

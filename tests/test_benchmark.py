@@ -10,7 +10,7 @@ from conftest import make_reds
 
 TINY = {  # the published sizes are too slow for a test; the code path is the same
     'HOFFR': {'num_feat': 8, 'sr_num_feat': 8, 'sr_num_block': 1, 'db_num_feat': 8, 'db_num_block': 1,
-              'squeeze_factor': 4, 'pof_num_feat': 4, 'pof_num_block': 1},
+              'squeeze_factor': 4, 'pof_num_feat': 4, 'pof_num_block': 1, 'pof_path': None},
     'BasicVSR': {'num_feat': 8, 'num_block': 1},
     'IconVSR': {'num_feat': 8, 'num_block': 1},
     'BasicVSRPlusPlus': {'mid_channels': 16, 'num_blocks': 1},

@@ -26,7 +26,7 @@ from .pf_branch import PFBranch
 from .pof import POF
 from .warp import flow_warp
 
-UPSAMPLE_BASES = ('deblurred', 'input', 'none')
+UPSAMPLE_BASES = ('deblurred', 'input', 'recurrent', 'none')
 
 
 class Reconstruction(nn.Module):
@@ -88,6 +88,9 @@ class HOFFR(nn.Module):
         use_flow (bool): False skips the POF and recurs on the UNALIGNED previous output (zero flow):
             the ablation of HOFFR's alignment. Default True.
         upsample_base (str): image bilinearly upsampled and added to the reconstruction:
+            'recurrent' adds, from the second frame on, the warped previous output with its low
+            frequencies (x``scale`` average) replaced by those of the deblurred frame (back-projection:
+            detail carried along the flow; the first frame uses 'deblurred');
             'deblurred' (the deblurred LR frame, default), 'input' (the blurry LR frame) or 'none'.
 
     The defaults give about 3.5 M parameters, the paper's count.
@@ -173,8 +176,13 @@ class HOFFR(nn.Module):
         f_sr = self.sr_branch(feat)
         deblurred = x + self.db_head(f_db)
         out = self.reconstruction(self.fusion(f_db, f_sr))
-        if self.upsample_base != 'none':
-            base = deblurred if self.upsample_base == 'deblurred' else x
+        if self.upsample_base == 'recurrent' and state is not None:
+            # the warped previous output, its low frequencies replaced by the current deblurred frame's
+            low = F.interpolate(deblurred - F.avg_pool2d(warped, s), scale_factor=s, mode='bilinear',
+                                align_corners=False)
+            out = out + warped + low
+        elif self.upsample_base != 'none':
+            base = x if self.upsample_base == 'input' else deblurred
             out = out + F.interpolate(base, scale_factor=s, mode='bilinear', align_corners=False)
 
         new_state = HOFFRState(x, out)

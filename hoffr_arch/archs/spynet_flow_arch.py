@@ -27,6 +27,10 @@ class SpyNetFlow(SpyNet):
     def __init__(self, scale=4, load_path=None):
         super().__init__(load_path)
         self.scale = scale
+        # ImageNet normalisation constants: not weights. Official SpyNet files hold no such keys and
+        # SpyNet(load_path) loads strictly before registering them, so they must not be saved
+        for name in ('mean', 'std'):
+            self.register_buffer(name, getattr(self, name), persistent=False)
 
     def forward(self, prev, cur):
         flow = super().forward(cur, prev)  # SpyNet(ref, supp): the flow that warps supp onto ref

@@ -51,6 +51,8 @@ class FlowPretrainModel(RunSafetyMixin, SRModel):
         prev, cur = consecutive_pairs(self.lq)
         fw, bw = both_ways(self.net_g, prev, cur)
         hr = consecutive_pairs(self.gt) if self.gt is not None else None
+        if hasattr(self.cri_pix, 'set_iteration'):
+            self.cri_pix.set_iteration(current_iter)
         total, terms = self.cri_pix(fw, bw, (prev, cur), hr)
         if not torch.isfinite(total):
             raise FloatingPointError(f'non-finite flow loss at iteration {current_iter}: lower train.optim_g.lr')
