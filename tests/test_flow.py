@@ -99,10 +99,11 @@ def test_pof_path_loads_weights_and_names_a_bad_file(tmp_path):
 def test_shipped_pof_loads_from_any_directory_and_sees_motion(real_frame, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the YAMLs name it relative to the package: it must resolve anyway
     net = HOFFR(pof_path='hoffr_arch/assets/pof_x4.pth')
-    prev, cur = _pair(real_frame, 2.5, -1.25)
+    prev, cur = _pair(real_frame, 1.5, -0.75)
     with torch.no_grad():
         flow = net.pof(prev, cur)['lr'][..., 8:-8, 8:-8].mean((-1, -2))[0]
-    assert abs(flow[0] - 2.5) < 0.5 and abs(flow[1] + 1.25) < 0.5, flow
+    # an untrained POF says (0, 0); the shipped one follows the shift (see assets/README.md for its limits)
+    assert abs(flow[0] - 1.5) < 0.4 and abs(flow[1] + 0.75) < 0.4, flow
 
 
 def test_flow_pretraining_runs_through_basicsr_train_pipeline(tmp_path):

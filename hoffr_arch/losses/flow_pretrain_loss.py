@@ -64,9 +64,10 @@ def edge_aware_smoothness(flow, img, alpha):
     def grads(x):
         return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
-    total = 0
+    total = flow.new_zeros(())
     for df, di in zip(grads(flow), grads(img)):
-        total = total + (df.abs().mean(1, keepdim=True) * torch.exp(-alpha * di.abs().mean(1, keepdim=True))).mean()
+        if df.numel():  # a level one pixel wide has no neighbours that way
+            total = total + (df.abs().mean(1, keepdim=True) * torch.exp(-alpha * di.abs().mean(1, keepdim=True))).mean()
     return total / 2
 
 

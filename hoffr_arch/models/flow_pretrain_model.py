@@ -23,6 +23,7 @@ from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from hoffr_arch.metrics.flow_metric import calculate_warp_error
+from .hoffr_model import NonFiniteLossError
 from .run_safety import RunSafetyMixin
 
 
@@ -54,8 +55,10 @@ class FlowPretrainModel(RunSafetyMixin, SRModel):
         if hasattr(self.cri_pix, 'set_iteration'):
             self.cri_pix.set_iteration(current_iter)
         total, terms = self.cri_pix(fw, bw, (prev, cur), hr)
-        if not torch.isfinite(total):
-            raise FloatingPointError(f'non-finite flow loss at iteration {current_iter}: lower train.optim_g.lr')
+        if not torch.isfinite(total):  # train.py reports it in one line; checkpoints stay as they are
+            raise NonFiniteLossError(f'non-finite flow loss at iteration {current_iter} '
+                                     f'({", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())}); stopped '
+                                     'before updating the weights: lower train.optim_g.lr and --auto_resume')
         total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(OrderedDict(terms, l_total=total))
