@@ -58,6 +58,8 @@ def main(argv=None):
     parser.add_argument('--opt', default=None, help='base options (default: options/demo/train_demo.yml)')
     parser.add_argument('--iters', type=int, default=None, help='override train.total_iter for every variant')
     parser.add_argument('--out', default='benchmark_results/ablation')
+    parser.add_argument('--reuse', action='store_true',
+                        help='score a variant already trained (its net_g_latest.pth exists) without training it again')
     args = parser.parse_args(argv)
     root = project_root()
     base = Path(args.opt or root / 'options' / 'demo' / 'train_demo.yml')
@@ -69,17 +71,20 @@ def main(argv=None):
     for name in args.variants:
         opt = variant_options(base, name, VARIANTS[name], args.iters)
         path = out / f'{name}.yml'
-        path.write_text(yaml.safe_dump(opt, sort_keys=False))
-        print(f'training {name} ...', flush=True)
-        start = time.time()
-        with open(out / f'{name}.log', 'w') as log:
-            proc = subprocess.run([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(path)], stdout=log,
-                                  stderr=subprocess.STDOUT, env=dict(os.environ, HOFFR_ROOT=str(root)))
-        if proc.returncode:
-            print(f'error: training {name} failed (exit {proc.returncode}); see {out / name}.log', file=sys.stderr)
-            return 1
-        minutes = (time.time() - start) / 60
         weights = root / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'
+        if args.reuse and weights.exists():
+            minutes = float('nan')
+        else:
+            path.write_text(yaml.safe_dump(opt, sort_keys=False))
+            print(f'training {name} ...', flush=True)
+            start = time.time()
+            with open(out / f'{name}.log', 'w') as log:
+                proc = subprocess.run([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(path)], stdout=log,
+                                      stderr=subprocess.STDOUT, env=dict(os.environ, HOFFR_ROOT=str(root)))
+            if proc.returncode:
+                print(f'error: training {name} failed (exit {proc.returncode}); see {out / name}.log', file=sys.stderr)
+                return 1
+            minutes = (time.time() - start) / 60
         r = evaluate(opt, weights, lmdb_root, device)
         rows.append({'variant': name, 'psnr': r['HOFFR'][0], 'ssim': r['HOFFR'][1], 'bicubic_psnr': r['bicubic'][0],
                      'gain_first': r['gain_first'], 'gain_later': r['gain_later'],
