@@ -72,10 +72,11 @@ def check_sizes(splits, scale):
     sizes = {}
     for split, kinds in splits.items():
         sizes[split] = {}
+        firsts = {}  # (kind, clip) -> header size of the clip's first stored file
         for kind, clips in kinds.items():
             sizes[split][kind] = {}
             for clip, frames in clips.items():
-                h, w = header_size(frames[0].path)
+                h, w = firsts[kind, clip] = header_size(frames[0].path)
                 if frames[0].downscale:
                     if h % scale or w % scale:
                         raise DatasetError(f'{frames[0].path}: {split} clip {clip}: HR size {h}x{w} is not a '
@@ -91,7 +92,9 @@ def check_sizes(splits, scale):
                                            f'HR must be {scale} x LR ({kinds[lr_kind][clip][0].path})')
         for kind, clips in kinds.items():  # every other frame against its clip's first
             for clip, frames in clips.items():
-                first = header_size(frames[0].path)
+                if frames[0].downscale:  # generated from an HR kind, whose files are checked already
+                    continue
+                first = firsts[kind, clip]
                 for frame in frames[1:]:
                     if frame.path.stat().st_size == 0:
                         raise DatasetError(f'{frame.path}: empty file (0 bytes) (frame {frame.key})')
