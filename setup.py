@@ -22,11 +22,12 @@ setup(
         'basicsr==1.4.2',
         'numpy',
         'opencv-python',
+        'av>=14',  # PyAV: FFmpeg's libraries (libx264, AAC) in the wheel, for video in and out
         'lmdb',
         'Pillow',
         'pyyaml',
         'tqdm',
         'matplotlib',
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={'onnx': ['onnx', 'onnxruntime'], 'test': ['pytest', 'onnx', 'onnxruntime']},
 )

@@ -20,51 +20,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .layout import DatasetError, list_frames
+from hoffr_arch.data.video_io import read_frames
+
+from .layout import DatasetError
 from .pack import bicubic_downscale
 
-VIDEO_EXTS = ('.mp4', '.mov', '.avi', '.mkv', '.webm', '.m4v')
 GAMMA = 2.2
 MAX_SAMPLES = 65
-
-
-def read_source(path, start=0, max_frames=None, resize=None, step=1):
-    """Sharp frames (BGR uint8) of a video file or a frame folder (natural-sorted).
-
-    From frame ``start``, every ``step``-th frame (a higher step means more motion per frame, as in a
-    faster scene), at most ``max_frames`` of them, resized to ``resize`` = (w, h) if given.
-    """
-    path = Path(path)
-    frames = []
-    if path.is_dir():
-        files = list_frames(path)[start::step]
-        if max_frames:
-            files = files[:max_frames]
-        for f in files:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                raise DatasetError(f'{f}: unreadable or corrupt image')
-            frames.append(img)
-    elif path.is_file():
-        cap = cv2.VideoCapture(str(path))
-        if not cap.isOpened():
-            raise DatasetError(f'{path}: OpenCV cannot open this video')
-        index = 0
-        while max_frames is None or len(frames) < max_frames:
-            ok, img = cap.read()
-            if not ok:
-                break
-            if index >= start and (index - start) % step == 0:
-                frames.append(img)
-            index += 1
-        cap.release()
-        if not frames:
-            raise DatasetError(f'{path}: no frames could be decoded (from frame {start})')
-    else:
-        raise DatasetError(f'{path}: no such video file or frame folder')
-    if resize:
-        frames = [cv2.resize(f, tuple(resize), interpolation=cv2.INTER_AREA) for f in frames]
-    return frames
 
 
 def dense_flow(src, dst, dis=None):
@@ -185,7 +147,7 @@ def synth(inputs, root, exposure=1.0, scale=4, clip_length=None, start=0, max_fr
     folders = {'sharp': '{p}_sharp', 'blur': '{p}_blur', 'sharp_bicubic': '{p}_sharp_bicubic/X4',
                'blur_bicubic': '{p}_blur_bicubic/X4'}
     for source, opts in sources:
-        frames = read_source(source, opts['start'], opts['max_frames'], opts['resize'], opts['step'])
+        frames = read_frames(source, opts['start'], opts['max_frames'], opts['resize'], opts['step'])
         h, w = frames[0].shape[:2]
         if h % scale or w % scale:
             raise DatasetError(f'{source}: frame size {w}x{h} is not a multiple of the scale {scale}; '

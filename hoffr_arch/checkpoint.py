@@ -14,12 +14,8 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or does not fit the network; the message says which."""
 
 
-def read_state_dict(path, param_key=None):
-    """The state dict stored at ``path``: ``param_key``, else ``params_ema``, else ``params`` (BasicSR's
-    layout), else the file itself when it is a plain state dict. ``module.`` prefixes are stripped.
-
-    Returns ``(state_dict, key)``, key None for a plain state dict.
-    """
+def read_checkpoint(path):
+    """The dict stored at ``path`` (on the CPU, tensors and plain values only), or CheckpointError."""
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
@@ -28,6 +24,16 @@ def read_state_dict(path, param_key=None):
         raise CheckpointError(f'{path}: not a readable checkpoint ({type(err).__name__})') from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'{path}: not a checkpoint (holds a {type(ckpt).__name__})')
+    return ckpt
+
+
+def read_state_dict(path, param_key=None):
+    """The state dict stored at ``path``: ``param_key``, else ``params_ema``, else ``params`` (BasicSR's
+    layout), else the file itself when it is a plain state dict. ``module.`` prefixes are stripped.
+
+    Returns ``(state_dict, key)``, key None for a plain state dict.
+    """
+    ckpt = read_checkpoint(path)
     keys = [param_key] if param_key else ['params_ema', 'params']
     key = next((k for k in keys if k in ckpt), None)
     if key is None:

@@ -1,16 +1,25 @@
-"""Run a trained HOFFR on a video file or a frame folder, streaming frame by frame.
+"""Run a trained HOFFR on your videos or frame folders, streaming frame by frame.
 
+    python -m hoffr_arch.infer --input blurry_lr.mp4 --output sharp_hr.mp4         # shipped HOFFR-S
     python -m hoffr_arch.infer --model experiments/HOFFR_REDS_x4/models/net_g_latest.pth \\
-        --input blurry_lr.mp4 --output sharp_hr.mp4
+        --input videos/ --output results/ --crf 16 --tile 256
 
-IN: a video OpenCV reads (mp4, avi, mkv, mov, ...) or a folder of frames (natural-sorted).
-OUT: a video file (by its extension; same fps, scale x the size) or a folder of PNG frames.
-The network runs through ``HOFFR.step``: one frame in memory at a time, whatever the length.
-Weights: ``params_ema`` if the checkpoint has them, else ``params`` (``--param-key``); network
-options from ``--opt`` or the training YAML BasicSR saved beside ``models/``.
+IN: any video FFmpeg reads (through PyAV), a folder of frames (natural-sorted), or a folder of videos
+(each to ``OUTPUT/<name><--ext>``; finished outputs are skipped on a rerun).
+OUT: a video (H.264 yuv420p by default; ``--codec``, ``--crf``, ``--preset``) with the input's frame
+timestamps, rotation metadata, audio and subtitle streams (copied unchanged), or a folder of PNG frames.
+Written to ``<name>.partial<ext>`` first and renamed when complete. A truncated or corrupt input
+stops with exit 1 naming the frame reached and keeps the partial output (``--allow-partial`` accepts
+it). ``--overwrite`` replaces only an output of this tool (a video, or a folder of %08d.png frames).
+Grey input gives grey output; alpha is upscaled bicubically and kept in PNG output (a video output
+refuses it). ``--tile N`` processes N x N LR tiles (each its own recurrent stream) so memory follows
+the tile; ``--backend onnxruntime`` runs a graph from ``python -m hoffr_arch.export``.
+Weights: without ``--model``, the shipped CPU-trained HOFFR-S starter model
+(``hoffr_arch/assets/HOFFR_S_x4.pth``). A checkpoint's network options come from ``--opt``, from the
+checkpoint itself (``network_g``, as the shipped one holds them) or from the training YAML BasicSR
+saved beside ``models/``; ``params_ema`` if present, else ``params`` (``--param-key``).
 """
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -23,24 +32,39 @@ from tqdm import tqdm
 import hoffr_arch  # noqa: F401  (compat, registries)
 from basicsr.archs import build_network
 from basicsr.utils.options import ordered_yaml
-from hoffr_arch.checkpoint import CheckpointError, load_weights
-from hoffr_arch.data.frame_io import DatasetError, list_frames
+from hoffr_arch.checkpoint import CheckpointError, load_weights, read_checkpoint, resolve_asset
+from hoffr_arch.data.frame_io import IMAGE_EXTS, DatasetError
+from hoffr_arch.data.video_io import (MediaError, MediaReader, MediaWriter, TruncatedError, as_bgr, check_output,
+                                      is_video_file)
+from hoffr_arch.streaming import OnnxStep, TiledStep, torch_step
 
-VIDEO_EXTS = ('.mp4', '.avi', '.mkv', '.mov', '.m4v', '.webm')
-FOURCC = {'.mp4': 'mp4v', '.m4v': 'mp4v', '.mov': 'mp4v', '.avi': 'MJPG', '.mkv': 'MJPG', '.webm': 'VP80'}
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+STARTER = 'hoffr_arch/assets/HOFFR_S_x4.pth'
 
 
 class InferError(ValueError):
     """Bad input, checkpoint or output; the message says which and why."""
 
 
+class PartialError(InferError):
+    """The input ended early (truncated or corrupt); a partial output was kept. Exit 1."""
+
+
 def network_options(model_path, opt_path=None):
-    """``network_g`` of the training YAML: ``opt_path``, or the one BasicSR copied beside models/."""
+    """``network_g`` of ``opt_path``, of the checkpoint itself, or of the YAML BasicSR saved beside models/."""
     if opt_path is None:
+        try:
+            embedded = read_checkpoint(model_path).get('network_g')
+        except CheckpointError as err:
+            raise InferError(str(err)) from None
+        if embedded is not None:
+            opts = dict(embedded)
+            opts.setdefault('type', 'HOFFR')
+            return opts
         candidates = sorted(Path(model_path).resolve().parent.parent.glob('*.yml'))
         if not candidates:
-            raise InferError(f'{model_path}: no training YAML beside its models/ folder; pass --opt')
+            raise InferError(f'{model_path}: no network options in the checkpoint and no training YAML beside '
+                             'its models/ folder; pass --opt')
         opt_path = candidates[0]
     with open(opt_path) as f:
         opt = yaml.load(f, Loader=ordered_yaml()[0])
@@ -52,7 +76,7 @@ def network_options(model_path, opt_path=None):
 
 
 def load_model(model_path, opt_path=None, param_key=None, device='cpu'):
-    """Build HOFFR from the training options and load the checkpoint's weights (strictly)."""
+    """Build HOFFR from its network options and load the checkpoint's weights (strictly)."""
     opts = network_options(model_path, opt_path)
     opts.pop('pof_path', None)  # the checkpoint holds the trained POF: its starting point is not needed
     try:
@@ -62,77 +86,23 @@ def load_model(model_path, opt_path=None, param_key=None, device='cpu'):
     return net.to(device).eval()
 
 
-def read_frames(path):
-    """(frames iterator of BGR uint8, frame count, fps or None) of a video or a frame folder."""
-    path = Path(path)
-    if path.is_dir():
-        try:
-            files = list_frames(path)
-        except DatasetError as err:
-            raise InferError(str(err)) from None
-
-        def frames():
-            for f in files:
-                img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise InferError(f'{f}: unreadable or corrupt image')
-                yield img
-        return frames(), len(files), None
-    if not path.is_file():
-        raise InferError(f'{path}: no such video file or frame folder')
-    cap = cv2.VideoCapture(str(path))
-    ok, first = cap.read()
-    if not ok:
-        raise InferError(f'{path}: OpenCV cannot read a frame of this file (not a video, or an unsupported codec)')
-    count, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS) or None
-
-    def frames():
-        yield first
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                break
-            yield img
-        cap.release()
-    return frames(), count, fps
+def add_model_arguments(parser):
+    parser.add_argument('--model', default=None, help='checkpoint (net_g_*.pth; default: the shipped HOFFR-S), '
+                        'or an .onnx graph with --backend onnxruntime')
+    parser.add_argument('--opt', default=None, help='training YAML (default: in the checkpoint or beside models/)')
+    parser.add_argument('--param-key', default=None, help='params_ema or params (default: EMA if present)')
 
 
-class FrameSink:
-    """Writes frames to a video file (by extension) or a PNG folder, atomically: ``OUT.partial``
-    first, renamed on ``close()``, so a failed run leaves no output that looks complete."""
-
-    def __init__(self, out, fps, overwrite=False):
-        self.out = Path(out)
-        if self.out.exists() and not overwrite:
-            raise InferError(f'{self.out} already exists; pass --overwrite to replace it')
-        self.video = self.out.suffix.lower() in VIDEO_EXTS
-        self.tmp = self.out.with_name(self.out.name + '.partial' + (self.out.suffix if self.video else ''))
-        self.fps, self.writer, self.count = fps or 25.0, None, 0
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp) if self.tmp.is_dir() else self.tmp.unlink()
-        if not self.video:
-            self.tmp.mkdir(parents=True)
-        else:
-            self.tmp.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, img):
-        if self.video:
-            if self.writer is None:
-                fourcc = cv2.VideoWriter_fourcc(*FOURCC.get(self.out.suffix.lower(), 'mp4v'))
-                self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (img.shape[1], img.shape[0]))
-                if not self.writer.isOpened():
-                    raise InferError(f'{self.out}: OpenCV cannot write this video format')
-            self.writer.write(img)
-        elif not cv2.imwrite(str(self.tmp / f'{self.count:08d}.png'), img):
-            raise InferError(f'{self.tmp}: cannot write frame {self.count:08d}.png')
-        self.count += 1
-
-    def close(self):
-        if self.writer is not None:
-            self.writer.release()
-        if self.out.exists():
-            shutil.rmtree(self.out) if self.out.is_dir() else self.out.unlink()
-        self.tmp.replace(self.out)
+def load_model_from_args(args, device):
+    """The network ``--model`` (or the shipped starter model, said on stderr) names."""
+    model = args.model
+    if model is None:
+        model = resolve_asset(STARTER)
+        if not Path(model).exists():
+            raise InferError(f'{STARTER}: the shipped starter weights are missing from this install; pass --model')
+        print(f'using the shipped HOFFR-S starter weights ({model}; CPU-trained, not the paper\'s REDS model)',
+              file=sys.stderr)
+    return load_model(model, args.opt, args.param_key, device)
 
 
 def to_tensor(img, device, dtype):
@@ -145,48 +115,158 @@ def to_image(t):
     return (t[0].float().clamp(0, 1).permute(1, 2, 0).flip(-1) * 255.).round().byte().cpu().numpy()
 
 
-def run(net, frames, sink, deblurred_sink=None, device='cpu', dtype=torch.float32, total=None):
-    """Stream ``frames`` through ``net.step``; returns the number of frames written."""
+def restore_channels(out, src):
+    """Give the output the input's channels: grey stays grey, alpha is upscaled bicubically."""
+    if src.ndim == 2:
+        return cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
+    if src.shape[2] == 4:
+        alpha = cv2.resize(src[:, :, 3], (out.shape[1], out.shape[0]), interpolation=cv2.INTER_CUBIC)
+        return np.dstack((out, alpha))
+    return out
+
+
+def run(step, reader, sinks, device='cpu', dtype=torch.float32, progress=None):
+    """Stream ``reader``'s frames through ``step``; ``sinks`` = (HR writer, deblurred writer or None)."""
+    sink, deblurred_sink = sinks
     state = None
     with torch.inference_mode():
-        for img in tqdm(frames, total=total or None, unit='frame', desc='HOFFR'):
-            hr, state, aux = net.step(to_tensor(img, device, dtype), state, return_aux=True)
-            sink.write(to_image(hr))
+        for frame in reader:
+            hr, state, deblurred = step(to_tensor(as_bgr(frame.image), device, dtype), state)
+            sink.write(restore_channels(to_image(hr), frame.image), frame.pts)
             if deblurred_sink is not None:
-                deblurred_sink.write(to_image(aux['deblurred']))
+                deblurred_sink.write(restore_channels(to_image(deblurred), frame.image), frame.pts)
+            if progress is not None:
+                progress.update(1)
     return sink.count
+
+
+def video_folder(path):
+    """The videos of a folder of videos (None if ``path`` is not one: a frame folder, a file)."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    entries = [p for p in path.iterdir() if p.is_file() and not p.name.startswith('.')]
+    videos = sorted(p for p in entries if is_video_file(p))
+    if videos and not any(p.suffix.lower() in IMAGE_EXTS for p in entries):
+        return videos
+    return None
+
+
+def process(step, inp, out, args, device, dtype, progress=None):
+    """One input to one output (and ``--deblurred``); returns (frames written, truncated message or None)."""
+    reader = MediaReader(inp)
+    try:
+        if reader.channels == 4 and is_video_file(out):
+            raise MediaError(f'{inp}: has an alpha channel, which a video output cannot hold; write PNG frames '
+                             '(an output path without a video extension) to keep it')
+        sinks = [MediaWriter(out, reader, args.fps, args.codec, args.crf, args.preset)]
+        sinks.append(MediaWriter(args.deblurred, reader, args.fps, args.codec, args.crf, args.preset)
+                     if args.deblurred else None)
+        try:
+            n = run(step, reader, sinks, device, dtype, progress)
+        except TruncatedError as err:
+            if not args.allow_partial:
+                kept = [str(s.abort()) for s in sinks if s is not None]
+                raise PartialError(f'{err}; what was written is kept as {", ".join(kept)} (--allow-partial '
+                                 'accepts a truncated input)') from None
+            for s in sinks:
+                if s is not None:
+                    s.close()
+            return sinks[0].count, str(err)
+        except BaseException:
+            for s in sinks:
+                if s is not None:
+                    s.abort()
+            raise
+        for s in sinks:
+            if s is not None:
+                s.close()
+        return n, None
+    finally:
+        reader.close()
+
+
+def make_step(args, device, dtype):
+    if args.backend == 'onnxruntime':
+        if args.model is None or Path(args.model).suffix != '.onnx':
+            raise InferError('--backend onnxruntime needs --model STEP.onnx (python -m hoffr_arch.export writes it)')
+        if not Path(args.model).is_file():
+            raise InferError(f'{args.model}: no such file')
+        step = OnnxStep(args.model)
+        scale = step.scale
+    else:
+        net = load_model_from_args(args, device).to(dtype)
+        step, scale = torch_step(net), net.scale
+    if args.tile:
+        step = TiledStep(step, scale, args.tile, args.tile_overlap)
+    return step
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model', required=True, help='checkpoint (net_g_*.pth)')
-    parser.add_argument('--input', required=True, help='video file or frame folder (blurry LR)')
-    parser.add_argument('--output', required=True, help='video file (.mp4, ...) or folder for PNG frames')
-    parser.add_argument('--opt', default=None, help='training YAML (default: the one beside models/)')
-    parser.add_argument('--param-key', default=None, help='params_ema or params (default: EMA if present)')
+    add_model_arguments(parser)
+    parser.add_argument('--input', required=True, help='video file, frame folder or folder of videos (blurry LR)')
+    parser.add_argument('--output', required=True, help='video file (.mp4, ...), folder for PNG frames, or '
+                        'for a folder of videos the folder to write them to')
+    parser.add_argument('--backend', choices=['torch', 'onnxruntime'], default='torch')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--dtype', choices=list(DTYPES), default='fp32', help='fp16/bf16: CUDA only')
+    parser.add_argument('--tile', type=int, default=0, help='process N x N LR tiles (0: whole frames)')
+    parser.add_argument('--tile-overlap', type=int, default=16, help='LR pixels of context around each tile')
+    parser.add_argument('--codec', default=None, help='video encoder: libx264 (default), libx265, libsvtav1')
+    parser.add_argument('--crf', type=int, default=18, help='libx264/libx265 quality (lower is better)')
+    parser.add_argument('--preset', default='medium', help='libx264/libx265 speed preset')
     parser.add_argument('--fps', type=float, default=None, help='output fps for a frame-folder input (default 25)')
+    parser.add_argument('--ext', default='.mp4', help='output extension for a folder of videos')
     parser.add_argument('--deblurred', default=None, help='also write the deblurred LR frames here')
-    parser.add_argument('--overwrite', action='store_true')
+    parser.add_argument('--allow-partial', action='store_true', help='accept a truncated input: keep its output')
+    parser.add_argument('--overwrite', action='store_true', help='replace an earlier output of this tool')
     args = parser.parse_args(argv)
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         device = torch.device(args.device)
         if args.dtype != 'fp32' and device.type != 'cuda':
             raise InferError(f'--dtype {args.dtype} needs a CUDA device (got {device})')
-        net = load_model(args.model, args.opt, args.param_key, device).to(DTYPES[args.dtype])
-        frames, count, fps = read_frames(args.input)
-        sink = FrameSink(args.output, args.fps or fps, args.overwrite)
-        extra = FrameSink(args.deblurred, args.fps or fps, args.overwrite) if args.deblurred else None
-        n = run(net, frames, sink, extra, device, DTYPES[args.dtype], count)
-        sink.close()
-        if extra is not None:
-            extra.close()
-    except InferError as err:
+        if args.backend == 'onnxruntime' and (args.dtype != 'fp32' or device.type != 'cpu'):
+            raise InferError('--backend onnxruntime runs on the CPU in fp32 here')
+        videos = video_folder(args.input)
+        if videos is not None:
+            if args.deblurred:
+                raise InferError('--deblurred is for a single input, not a folder of videos')
+            if Path(args.output).exists() and not Path(args.output).is_dir():
+                raise InferError(f'{args.output}: a file; a folder of videos needs an output folder')
+            jobs = [(v, Path(args.output) / (v.stem + args.ext)) for v in videos]
+        else:
+            jobs = [(Path(args.input), Path(args.output))]
+        todo = []
+        for inp, out in jobs:
+            if videos is not None and out.exists() and not args.overwrite:
+                print(f'{out}: done already, skipped', file=sys.stderr)
+                continue
+            check_output(out, [args.input], args.overwrite)
+            if args.deblurred:
+                check_output(args.deblurred, [args.input, out], args.overwrite)
+            todo.append((inp, out))
+        step = make_step(args, device, DTYPES[args.dtype]) if todo else None
+        total = 0
+        for inp, _ in todo:
+            reader = MediaReader(inp)
+            total += reader.count or 0
+            reader.close()
+        written, warnings = 0, []
+        with tqdm(total=total or None, unit='frame', desc='HOFFR') as progress:
+            for inp, out in todo:
+                if videos is not None:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                n, truncated = process(step, inp, out, args, device, DTYPES[args.dtype], progress)
+                written += n
+                if truncated:
+                    warnings.append(f'warning: {truncated}; --allow-partial kept its {n} frames in {out}')
+    except (InferError, DatasetError) as err:
         print(f'error: {err}', file=sys.stderr)
-        return 2
-    print(f'{n} frames -> {args.output}')
+        return 1 if isinstance(err, PartialError) else 2
+    for line in warnings:
+        print(line, file=sys.stderr)
+    print(f'{written} frames -> {args.output}')
     return 0
 
 

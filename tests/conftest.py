@@ -5,8 +5,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import hoffr_arch  # noqa: F401  (compat first, then the registries)
+from hoffr_arch.archs.hoffr_arch import HOFFR
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 
@@ -55,3 +57,72 @@ def make_reds(root, clips, prefix='train', h=32, w=48):
         write_clip(root / f'{prefix}_sharp_bicubic' / 'X4' / clip, [bicubic_downscale(f, 4) for f in sharp])
         write_clip(root / f'{prefix}_blur_bicubic' / 'X4' / clip, [bicubic_downscale(f, 4) for f in blur])
     return root
+
+
+def make_video(path, frames, fps=30, audio=True, vfr=False, faststart=False, rotation=0):
+    """Write ``frames`` ((h, w, 3) BGR uint8) as H.264 with PyAV, optionally with a 16 kHz AAC track
+    covering the clip, irregular frame times (``vfr``: every other interval doubled), the index first
+    (``faststart``, so that a cut file still opens) and a rotation. Returns the frame times in seconds."""
+    from fractions import Fraction
+    import av
+    tb = Fraction(1, 90000)
+    with av.open(str(path), 'w', options={'movflags': 'faststart'} if faststart else {}) as out:
+        video = out.add_stream('libx264', rate=fps)
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt = 'yuv420p'
+        video.codec_context.time_base = tb
+        if rotation:
+            video.set_display_rotation(rotation)
+        sound = out.add_stream('aac', rate=16000) if audio else None
+        if sound is not None:
+            sound.layout = 'mono'
+        t, times = 0, []
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format='bgr24')
+            frame.pts, frame.time_base = t, tb
+            times.append(float(t * tb))
+            t += 90000 // fps * (2 if vfr and i % 2 else 1)
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        if sound is not None:
+            n = int(16000 * t * tb)
+            for s in range(0, n, 1024):
+                samples = (0.3 * np.sin(np.arange(s, s + 1024) / 7.0))[None].astype(np.float32)
+                chunk = av.AudioFrame.from_ndarray(samples, format='fltp', layout='mono')
+                chunk.sample_rate, chunk.pts = 16000, s
+                out.mux(sound.encode(chunk))
+            out.mux(sound.encode())
+    return times
+
+
+def video_facts(path):
+    """(frame times in seconds, codec name, rotation, (w, h), audio packet bytes) of a video file."""
+    import av
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        frames = list(c.decode(stream))
+        facts = ([float(f.pts * stream.time_base) for f in frames], stream.codec_context.name,
+                 int(round(frames[0].rotation)), (stream.codec_context.width, stream.codec_context.height))
+    with av.open(str(path)) as c:
+        audio = b''.join(bytes(p) for p in c.demux(c.streams.audio[0]) if p.dts is not None) if c.streams.audio else b''
+    return facts + (audio,)
+
+
+# a tiny HOFFR for the inference tests
+NET = {'type': 'HOFFR', 'num_feat': 8, 'sr_num_feat': 8, 'sr_num_block': 1, 'db_num_feat': 8, 'db_num_block': 1,
+       'squeeze_factor': 4, 'pof_num_feat': 4, 'pof_num_block': 1}
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A checkpoint laid out as BasicSR saves it: experiments/x/{x.yml, models/net_g_5.pth}."""
+    exp = tmp_path / 'experiments' / 'x'
+    (exp / 'models').mkdir(parents=True)
+    (exp / 'x.yml').write_text(yaml.safe_dump({'name': 'x', 'network_g': NET}))
+    net = HOFFR(**{k: v for k, v in NET.items() if k != 'type'})
+    for level in (*net.pof.coarse, net.pof.level_lr, net.pof.level_hr):  # real motion in the recurrence
+        torch.nn.init.normal_(level.body[-1].weight, std=0.05)
+    ema = {k: v + 0.01 for k, v in net.state_dict().items()}
+    torch.save({'params': net.state_dict(), 'params_ema': ema}, exp / 'models' / 'net_g_5.pth')
+    net.load_state_dict(ema)
+    return exp / 'models' / 'net_g_5.pth', net.eval()

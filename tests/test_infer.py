@@ -7,29 +7,11 @@ import pytest
 import torch
 import yaml
 
-from hoffr_arch.archs.hoffr_arch import HOFFR
 from hoffr_arch.infer import main as infer
 
-from conftest import SHARED_DATA
+from conftest import NET, SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
-NET = {'type': 'HOFFR', 'num_feat': 8, 'sr_num_feat': 8, 'sr_num_block': 1, 'db_num_feat': 8, 'db_num_block': 1,
-       'squeeze_factor': 4, 'pof_num_feat': 4, 'pof_num_block': 1}
-
-
-@pytest.fixture
-def checkpoint(tmp_path):
-    """A checkpoint laid out as BasicSR saves it: experiments/x/{x.yml, models/net_g_5.pth}."""
-    exp = tmp_path / 'experiments' / 'x'
-    (exp / 'models').mkdir(parents=True)
-    (exp / 'x.yml').write_text(yaml.safe_dump({'name': 'x', 'network_g': NET}))
-    net = HOFFR(**{k: v for k, v in NET.items() if k != 'type'})
-    for level in (*net.pof.coarse, net.pof.level_lr, net.pof.level_hr):  # real motion in the recurrence
-        torch.nn.init.normal_(level.body[-1].weight, std=0.05)
-    ema = {k: v + 0.01 for k, v in net.state_dict().items()}
-    torch.save({'params': net.state_dict(), 'params_ema': ema}, exp / 'models' / 'net_g_5.pth')
-    net.load_state_dict(ema)
-    return exp / 'models' / 'net_g_5.pth', net.eval()
 
 
 @pytest.fixture
@@ -89,7 +71,7 @@ def test_errors(tmp_path, checkpoint, short_video, capsys):
     bad = tmp_path / 'notavideo.mp4'
     bad.write_text('hello')
     assert infer(['--model', str(path), '--input', str(bad), '--output', str(tmp_path / 'o.mp4')]) == 2
-    assert 'OpenCV cannot read a frame' in capsys.readouterr().err
+    assert 'FFmpeg cannot open it' in capsys.readouterr().err
 
     other = tmp_path / 'experiments' / 'y'
     (other / 'models').mkdir(parents=True)

@@ -59,7 +59,7 @@ def pof_from_checkpoint(path):
 def read_pairs(sources, scale=4, max_frames=None):
     """[(HR clip (t, 3, H, W), LR clip (t, 3, H/s, W/s))] in [0, 1] RGB, sizes cropped to multiples of 8s."""
     from datasets_lmdb.pack import bicubic_downscale
-    from datasets_lmdb.synth import read_source
+    from hoffr_arch.data.video_io import read_frames
     clips = []
     for source in sources:
         start = 0
@@ -67,7 +67,7 @@ def read_pairs(sources, scale=4, max_frames=None):
             start, max_frames_ = 224, None  # the demo's held-out frames (its last two clips)
         else:
             max_frames_ = max_frames
-        frames = read_source(source, start=start, max_frames=max_frames_)
+        frames = read_frames(source, start=start, max_frames=max_frames_)
         m = 8 * scale
         h, w = frames[0].shape[0] // m * m, frames[0].shape[1] // m * m
         hr = [f[:h, :w] for f in frames]

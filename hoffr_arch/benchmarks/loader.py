@@ -24,7 +24,7 @@ from basicsr.data.reds_dataset import REDSRecurrentDataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from datasets_lmdb import pack, reds_plan
 from datasets_lmdb.pack import bicubic_downscale
-from datasets_lmdb.synth import read_source
+from hoffr_arch.data.video_io import read_frames
 from hoffr_arch.data.vsrdb_dataset import VSRDBRecurrentDataset
 
 BUNDLED = Path(hoffr_arch.__file__).parent / 'assets' / 'sam2_01_dog.mp4'
@@ -41,7 +41,7 @@ def prepare(work, source, frames, encodings, log):
     hr_dir, lr_dir = reds / 'train_sharp' / CLIP, reds / 'train_sharp_bicubic' / 'X4' / CLIP
     hr_dir.mkdir(parents=True)
     lr_dir.mkdir(parents=True)
-    for i, img in enumerate(read_source(source, max_frames=frames)):
+    for i, img in enumerate(read_frames(source, max_frames=frames)):
         cv2.imwrite(str(hr_dir / f'{i:08d}.png'), img)
         cv2.imwrite(str(lr_dir / f'{i:08d}.png'), bicubic_downscale(img, 4))
     n = len(list(hr_dir.iterdir()))

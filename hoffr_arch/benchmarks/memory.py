@@ -15,21 +15,16 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import cv2
 import torch
+
+from hoffr_arch.data.video_io import read_frames
 
 BUNDLED = Path(__file__).resolve().parents[1] / 'assets' / 'sam2_01_dog.mp4'
 
 
 def clip_frames(length, size):
     """``length`` LR frames (h, w, 3) uint8 BGR: the bundled clip resized, looped."""
-    cap = cv2.VideoCapture(str(BUNDLED))
-    base = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        base.append(cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+    base = read_frames(BUNDLED, max_frames=min(length, 289), resize=(size[1], size[0]))
     for i in range(length):
         yield base[i % len(base)]
 
@@ -40,20 +35,23 @@ def _peak(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(model, length, size, device):
-    """Runs in its own process: (peak bytes, seconds) of one model on one clip length."""
+def measure(model, length, size, device, tile=0):
+    """Runs in its own process: (peak bytes, seconds) of one model on one clip length
+    (HOFFR in ``tile`` x ``tile`` LR tiles when ``tile``, as ``infer --tile`` runs it)."""
     import hoffr_arch  # noqa: F401
     from hoffr_arch.archs.hoffr_arch import HOFFR
     from hoffr_arch.infer import to_tensor
+    from hoffr_arch.streaming import TiledStep, torch_step
     device = torch.device(device)
     torch.manual_seed(0)
     start = time.perf_counter()
     with torch.inference_mode():
-        if model == 'HOFFR':
+        if model.startswith('HOFFR'):
             net = HOFFR().to(device).eval()
+            step = TiledStep(torch_step(net), net.scale, tile) if tile else torch_step(net)
             state, checksum = None, 0.
             for img in clip_frames(length, size):
-                hr, state = net.step(to_tensor(img, device, torch.float32), state)
+                hr, state, _ = step(to_tensor(img, device, torch.float32), state)
                 checksum += float(hr.mean())  # the frame would be written out here
         else:
             from basicsr.archs.basicvsr_arch import BasicVSR
@@ -68,22 +66,28 @@ def main(argv=None):
     parser.add_argument('--frames', type=int, nargs='+', default=[100, 1000])
     parser.add_argument('--size', type=int, nargs=2, default=[64, 64], metavar=('H', 'W'))
     parser.add_argument('--models', nargs='+', default=['HOFFR', 'BasicVSR'])
+    parser.add_argument('--tiles', type=int, nargs='+', default=[0],
+                        help='HOFFR in N x N LR tiles (0: whole frames), e.g. --tiles 0 256')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args(argv)
     results = {}
     print(f'LR {args.size[0]}x{args.size[1]}, x4, {args.device}; peak {"allocated" if args.device == "cuda" else "RSS"}')
-    print(f'{"model":10s} {"frames":>7s} {"peak MiB":>10s} {"seconds":>9s}')
-    for model in args.models:
+    print(f'{"model":16s} {"frames":>7s} {"peak MiB":>10s} {"seconds":>9s}')
+    runs = [(m, t) for m in args.models for t in (args.tiles if m == 'HOFFR' else [0])]
+    for model, tile in runs:
+        name = f'{model} tile {tile}' if tile else model
         for n in args.frames:
             with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
-                peak, sec, _ = pool.submit(measure, model, n, tuple(args.size), args.device).result()
-            results[(model, n)] = peak
-            print(f'{model:10s} {n:7d} {peak / 2**20:10.1f} {sec:9.1f}', flush=True)
+                peak, sec, _ = pool.submit(measure, model, n, tuple(args.size), args.device, tile).result()
+            results[(name, n)] = peak
+            print(f'{name:16s} {n:7d} {peak / 2**20:10.1f} {sec:9.1f}', flush=True)
     lo, hi = min(args.frames), max(args.frames)
-    for model in args.models:
+    if lo == hi:
+        return results
+    for model in sorted({k[0] for k in results}):
         ratio = results[(model, hi)] / results[(model, lo)]
         note = ''
-        if model == 'HOFFR':
+        if model.startswith('HOFFR'):
             note = f'  ({"meets" if ratio <= 1.1 else "MISSES"} the target <= 1.1)'
         print(f'{model}: peak at {hi} frames / at {lo} frames = {ratio:.3f}{note}')
     return results
