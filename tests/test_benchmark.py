@@ -1,10 +1,10 @@
-"""python -m hoffr_arch.benchmark on a tiny dataset: every column for every model, equal budget."""
+"""python -m hoffr_arch.benchmarks.compare on a tiny dataset: every column for every model, equal budget."""
 import csv
 import json
 import math
 
 from datasets_lmdb.__main__ import main as datasets_cli
-from hoffr_arch.benchmark import COLUMNS, MODELS, main as benchmark
+from hoffr_arch.benchmarks.compare import COLUMNS, MODELS, main as benchmark
 
 from conftest import make_reds
 
@@ -42,3 +42,24 @@ def test_benchmark_equal_budget_every_column(tmp_path):
     table = (tmp_path / 'out' / 'benchmark.md').read_text()
     assert 'equal budget: 1 iterations' in table and table.count('\n| ') == 7
     assert (tmp_path / 'out' / 'benchmark.png').stat().st_size > 10000
+
+
+def test_equal_minutes_gives_learning_curves(tmp_path):
+    """--train-minutes: each model trains for the same wall-clock time (hoffr_arch.train --time-budget),
+    checkpoints on the way are scored, the curve is written."""
+    src = make_reds(tmp_path / 'REDS', {'000': 6}, h=64, w=64)
+    assert datasets_cli(['reds', '--input', str(src), '--output', str(tmp_path / 'lmdb')]) == 0
+    split = tmp_path / 'lmdb' / 'train'
+    out = tmp_path / 'out'
+    benchmark(['--data', str(split), '--train-data', str(split), '--train-minutes', '0.1', '--curve-every', '0.05',
+               '--batch', '1', '--gt-size', '32', '--num-frame', '3', '--max-frames', '3', '--out', str(out),
+               '--device', 'cpu', '--models', 'HOFFR', 'bicubic', '--network', f'HOFFR={json.dumps(TINY["HOFFR"])}'])
+    with open(out / 'learning_curves.csv') as f:
+        rows = list(csv.DictReader(f))
+    minutes = [float(r['minutes']) for r in rows]
+    iters = [int(r['iter']) for r in rows]
+    assert len(rows) >= 2 and all(r['model'] == 'HOFFR' for r in rows)
+    assert minutes == sorted(minutes) and iters == sorted(iters) and iters[0] > 0
+    assert 0.1 <= minutes[-1] < 0.4  # stopped at the budget (one iteration past it at most)
+    assert 'equal time: 0.1 training minutes' in (out / 'benchmark.md').read_text()
+    assert (out / 'learning_curves.png').stat().st_size > 10000

@@ -8,6 +8,8 @@ with its full loss (SR + DB + flow), BasicVSR with its Charbonnier loss.
 BasicVSR is num_feat 64, num_block 15, SpyNet randomly initialised (no weights are downloaded).
 The two models alternate and each figure is the median of ``--repeats`` runs, so a machine that
 slows down part-way affects both alike. Targets: inference <= 0.5 x BasicVSR, training <= 0.7 x.
+``--onnx`` adds streaming inference (``HOFFR.step`` frame by frame, as ``hoffr_arch.infer`` runs it):
+torch against ONNX Runtime on the exported step (``hoffr_arch.export``), seconds per frame.
 """
 import argparse
 import statistics
@@ -74,6 +76,26 @@ def training_fn(name, net, lq, gt, sharp_lr):
     return run
 
 
+def streaming_fns(net, clip):
+    """Frame-by-frame inference through torch and through ONNX Runtime on the exported step."""
+    import tempfile
+    from pathlib import Path
+    from hoffr_arch.export import export
+    from hoffr_arch.streaming import OnnxStep, torch_step
+    path = Path(tempfile.mkdtemp()) / 'step.onnx'
+    export(net, path)
+    steps = {'torch': torch_step(net), 'onnxruntime': OnnxStep(path)}
+
+    def runner(step):
+        def run():
+            state = None
+            with torch.inference_mode():
+                for i in range(clip.shape[1]):
+                    _, state, _ = step(clip[:, i], state)
+        return run
+    return {name: runner(step) for name, step in steps.items()}
+
+
 def measure(runs, repeats, device):
     """Median seconds of each named callable, alternating between them; one warm-up run each."""
     times = {name: [] for name in runs}
@@ -95,6 +117,7 @@ def main(argv=None):
     parser.add_argument('--patch', type=int, default=64)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--onnx', action='store_true', help='also: streaming torch vs ONNX Runtime (CPU)')
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -127,6 +150,13 @@ def main(argv=None):
     for name, sec in train.items():
         print(f'  {name:9s} {sec:.4f}')
     results['training'] = train['HOFFR'] / train['BasicVSR']
+    if args.onnx:
+        net = models['HOFFR'].cpu().eval()
+        stream = measure(streaming_fns(net, clip.cpu()), args.repeats, torch.device('cpu'))
+        print(f'\nstreaming HOFFR.step, {args.frames} frames at {args.height}x{args.width} (x4), CPU, seconds per frame:')
+        for name, sec in stream.items():
+            print(f'  {name:12s} {sec / args.frames:.4f}')
+        print(f'  onnxruntime / torch: {stream["onnxruntime"] / stream["torch"]:.3f}')
     print('\nHOFFR / BasicVSR:')
     for key, ratio in results.items():
         verdict = 'meets' if ratio <= TARGETS[key] else 'MISSES'

@@ -1,7 +1,7 @@
-"""Compare HOFFR with BasicSR's VSR models on one test set: ``python -m hoffr_arch.benchmark``.
+"""Compare HOFFR with BasicSR's VSR models on one test set: ``python -m hoffr_arch.benchmarks.compare``.
 
-    python -m hoffr_arch.benchmark --data datasets/REDS_lmdb/test --ckpt HOFFR=... --ckpt BasicVSR=...
-    python -m hoffr_arch.benchmark --data datasets/demo/lmdb/test --train-data datasets/demo/lmdb/train \\
+    python -m hoffr_arch.benchmarks.compare --data datasets/REDS_lmdb/test --ckpt HOFFR=... --ckpt BasicVSR=...
+    python -m hoffr_arch.benchmarks.compare --data datasets/demo/lmdb/test --train-data datasets/demo/lmdb/train \\
         --train-iters 300        # equal budget: every model trained first, same data/iterations/batch/patch
 
 Models: HOFFR, BasicVSR, IconVSR, BasicVSRPlusPlus, EDVR (M) at their published sizes, and bicubic
@@ -13,8 +13,18 @@ seconds per frame and peak memory (CUDA: max allocated; CPU: peak RSS of the pro
 Output: ``OUT/benchmark.md``, ``OUT/benchmark.csv`` and ``OUT/benchmark.png`` (PSNR against seconds
 per frame, marker area by parameters).
 
-Without checkpoints and without ``--train-iters`` the networks are untrained: the table then only
-measures cost. BasicSR's official weights load with ``--ckpt NAME=PATH`` (``params`` or ``params_ema``).
+    python -m hoffr_arch.benchmarks.compare --data datasets/corpus/val --train-data datasets/corpus/train \
+        --train-minutes 10 --models HOFFR-S HOFFR BasicVSR bicubic   # equal wall-clock minutes each
+
+``--train-minutes M`` gives every model the same training time on this machine (``hoffr_arch.train
+--time-budget``: a checkpoint every ``--curve-every`` minutes), each with its own recipe's learning
+rate held constant (the number of iterations is not known in advance): HOFFR-S as
+``options/train/train_HOFFR_S_x4.yml``, the others Adam 2e-4 (BasicVSR's). Every checkpoint is then
+scored on the test set: ``OUT/learning_curves.png`` and ``.csv`` (PSNR against training minutes, one
+line per model), and the table holds the last one.
+
+Without checkpoints and without ``--train-iters``/``--train-minutes`` the networks are untrained: the
+table then only measures cost. BasicSR's official weights load with ``--ckpt NAME=PATH`` (``params`` or ``params_ema``).
 """
 import argparse
 import csv
@@ -35,6 +45,19 @@ import yaml
 from torch.nn import functional as F
 
 MODELS = ('HOFFR', 'BasicVSR', 'IconVSR', 'BasicVSRPlusPlus', 'EDVR', 'bicubic')
+CHOICES = MODELS + ('HOFFR-S',)  # HOFFR-S: the starter model's size and recipe (train_HOFFR_S_x4.yml)
+HOFFR_S_YML = Path(__file__).resolve().parents[2] / 'options' / 'train' / 'train_HOFFR_S_x4.yml'
+
+
+def _hoffr_s_recipe():
+    """network_g and train of the HOFFR-S YAML (the starter model's recipe), from the checkout."""
+    if not HOFFR_S_YML.exists():
+        raise SystemExit(f'error: {HOFFR_S_YML}: HOFFR-S needs the options/ folder of a source checkout')
+    with open(HOFFR_S_YML) as f:
+        opt = yaml.safe_load(f)
+    return dict(opt['network_g']), dict(opt['train'])
+
+
 NETWORKS = {
     'HOFFR': {'type': 'HOFFR', 'pof_path': 'hoffr_arch/assets/pof_x4.pth'},
     'BasicVSR': {'type': 'BasicVSR', 'num_feat': 64, 'num_block': 30},
@@ -149,8 +172,9 @@ def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=Non
     return row
 
 
-def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame, out):
-    """BasicSR options training ``name`` on ``train_root`` (no validation: that is this benchmark)."""
+def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame, out, constant_lr=False):
+    """BasicSR options training ``name`` on ``train_root`` (no validation: that is this benchmark);
+    ``constant_lr`` for a time budget, whose number of iterations is not known in advance."""
     dataset = {'name': 'bench_train', 'type': 'VSRDBRecurrentDataset',
                'dataroot_gt': str(train_root / 'sharp.lmdb'), 'dataroot_lq': str(train_root / 'blur_bicubic.lmdb'),
                'meta_info_file': str(train_root / 'meta_info.txt'), 'io_backend': {'type': 'lmdb'},
@@ -162,7 +186,13 @@ def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame,
              'flow_lr_mul': 0.125,
              'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [iters], 'restart_weights': [1],
                            'eta_min': 1e-7}}
-    if name == 'HOFFR':
+    if name == 'HOFFR-S':
+        model = 'HOFFRModel'
+        dataset['dataroot_lq_sharp'] = str(train_root / 'sharp_bicubic.lmdb')
+        own = _hoffr_s_recipe()[1]
+        train.update({k: own[k] for k in ('optim_g', 'ema_decay', 'sr_opt', 'db_opt', 'flow_lr_mul') if k in own})
+        train['scheduler'] = dict(train['scheduler'], eta_min=own['scheduler']['eta_min'])
+    elif name == 'HOFFR':
         model = 'HOFFRModel'
         dataset['dataroot_lq_sharp'] = str(train_root / 'sharp_bicubic.lmdb')
         train.update(sr_opt={'type': 'SRLoss', 'criterion': 'charbonnier'}, db_opt={'type': 'DBLoss', 'criterion': 'charbonnier'},
@@ -173,6 +203,8 @@ def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame,
         train['pixel_opt'] = {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'reduction': 'mean'}
         if name == 'EDVR':
             dataset.update(num_frame=5, center_gt=True)
+    if constant_lr:
+        train['scheduler'] = {'type': 'MultiStepRestartLR', 'milestones': [iters], 'gamma': 1.0}
     opt = {'name': f'bench_{name}', 'model_type': model, 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
            'datasets': {'train': dataset}, 'network_g': network_opt, 'path': {'pretrain_network_g': None},
            'train': train, 'logger': {'print_freq': max(iters // 10, 1), 'save_checkpoint_freq': iters,
@@ -182,27 +214,81 @@ def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame,
     return path
 
 
-def train_equal_budget(names, networks, train_root, iters, batch, gt_size, num_frame, out):
-    """Train every network through BasicSR's runner with the same budget; returns {name: checkpoint}."""
+def train_equal_budget(names, networks, train_root, iters, batch, gt_size, num_frame, out, minutes=None,
+                       curve_every=None):
+    """Train every network through BasicSR's runner with the same budget; returns {name: checkpoint}.
+
+    ``minutes``: the same training time for each instead of ``iters`` (constant learning rate,
+    a checkpoint every ``curve_every`` minutes, listed in its experiment's time_budget.csv).
+    """
     ckpts = {}
     for name in names:
         if name == 'bicubic':
             continue
-        opt = _train_yaml(name, networks[name], train_root, iters, batch, gt_size, num_frame, out)
-        print(f'training {name}: {iters} iterations (batch {batch}, {num_frame} frames, {gt_size}x{gt_size} HR)',
-              flush=True)
+        opt = _train_yaml(name, networks[name], train_root, 10 ** 7 if minutes else iters, batch, gt_size, num_frame,
+                          out, constant_lr=bool(minutes))
+        what = f'{minutes:g} minutes' if minutes else f'{iters} iterations'
+        print(f'training {name}: {what} (batch {batch}, {num_frame} frames, {gt_size}x{gt_size} HR)', flush=True)
         env = dict(os.environ, HOFFR_ROOT=str(out))
         start = time.time()
         log = out / f'train_{name}.log'
+        command = [sys.executable, '-m', 'hoffr_arch.train', '-opt', str(opt)]
+        if minutes:
+            command += ['--time-budget', str(minutes), '--save-every-minutes', str(curve_every or minutes)]
         with open(log, 'w') as f:
-            proc = subprocess.run([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(opt)], env=env,
-                                  stdout=f, stderr=subprocess.STDOUT)
+            proc = subprocess.run(command, env=env, stdout=f, stderr=subprocess.STDOUT)
         if proc.returncode:
             tail = ''.join(log.read_text().splitlines(keepends=True)[-20:])
             raise RuntimeError(f'training {name} failed (exit {proc.returncode}); end of {log}:\n{tail}')
         print(f'  {time.time() - start:.0f} s (log: {log})', flush=True)
         ckpts[name] = str(out / 'experiments' / f'bench_{name}' / 'models' / 'net_g_latest.pth')
+        if minutes:
+            ckpts[name] = curve_points(out, name)[-1][2]
     return ckpts
+
+
+def curve_points(out, name):
+    """[(minutes, iteration, checkpoint)] of a time-budget run, in order."""
+    with open(out / 'experiments' / f'bench_{name}' / 'time_budget.csv') as f:
+        rows = list(csv.DictReader(f))
+    return [(float(r['minutes']), int(r['iter']), r['checkpoint']) for r in rows]
+
+
+def learning_curves(names, networks, data_opt, device, out, max_frames, title):
+    """Score every checkpoint of the time-budget runs; write learning_curves.csv/.png; returns the rows."""
+    rows = []
+    for name in names:
+        if name == 'bicubic':
+            continue
+        for minutes, it, ckpt in curve_points(out, name):
+            with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
+                row = pool.submit(evaluate, name, data_opt, device, networks.get(name), ckpt, max_frames).result()
+            rows.append({'model': name, 'minutes': minutes, 'iter': it, 'psnr': row['psnr'], 'ssim': row['ssim']})
+            print(f'  {name} at {minutes:.1f} min (iteration {it}): {row["psnr"]:.2f} dB', flush=True)
+    with open(out / 'learning_curves.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=['model', 'minutes', 'iter', 'psnr', 'ssim'])
+        writer.writeheader()
+        writer.writerows(rows)
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in dict.fromkeys(r['model'] for r in rows):
+        pts = [(r['minutes'], r['psnr']) for r in rows if r['model'] == name]
+        ax.plot(*zip(*pts), marker='o', label=name)
+    if 'bicubic' in names:
+        with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
+            bic = pool.submit(evaluate, 'bicubic', data_opt, device, None, None, max_frames).result()['psnr']
+        ax.axhline(bic, color='grey', linestyle='--', label='bicubic')
+    ax.set_xlabel('training minutes (wall clock, this machine)')
+    ax.set_ylabel('PSNR (dB, held-out clips)')
+    ax.set_title('\n'.join(textwrap.wrap(title, 90)), fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / 'learning_curves.png', dpi=120)
+    plt.close(fig)
+    return rows
 
 
 COLUMNS = ['model', 'psnr', 'ssim', 'psnr_fma', 'ssim_fma', 'tof', 'params_M', 'gflops_per_frame',
@@ -246,7 +332,7 @@ def main(argv=None):
     parser.add_argument('--data', help='packed test split (sharp.lmdb, blur_bicubic.lmdb), or use --gt/--lq')
     parser.add_argument('--gt', help='sharp HR clip folders (REDS layout), instead of --data')
     parser.add_argument('--lq', help='blurry LR clip folders, instead of --data')
-    parser.add_argument('--models', nargs='+', default=list(MODELS), choices=MODELS)
+    parser.add_argument('--models', nargs='+', default=list(MODELS), choices=CHOICES)
     parser.add_argument('--ckpt', action='append', default=[], metavar='NAME=PATH', help='weights for a model')
     parser.add_argument('--hoffr-opt', help='YAML whose network_g configures HOFFR (default: the paper size)')
     parser.add_argument('--network', action='append', default=[], metavar='NAME=JSON',
@@ -258,6 +344,10 @@ def main(argv=None):
                         'table title')
     parser.add_argument('--train-data', help='packed training split: train every model first (equal budget)')
     parser.add_argument('--train-iters', type=int, default=0)
+    parser.add_argument('--train-minutes', type=float, default=0,
+                        help='equal wall-clock training minutes per model instead of --train-iters')
+    parser.add_argument('--curve-every', type=float, default=None,
+                        help='with --train-minutes: minutes between learning-curve points (default M/5)')
     parser.add_argument('--batch', type=int, default=4)
     parser.add_argument('--gt-size', type=int, default=128)
     parser.add_argument('--num-frame', type=int, default=5)
@@ -277,6 +367,8 @@ def main(argv=None):
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     networks = {k: dict(v) for k, v in NETWORKS.items()}
+    if 'HOFFR-S' in args.models:
+        networks['HOFFR-S'] = _hoffr_s_recipe()[0]
     if args.hoffr_opt:
         with open(args.hoffr_opt) as f:
             networks['HOFFR'] = dict(yaml.safe_load(f)['network_g'])
@@ -290,7 +382,16 @@ def main(argv=None):
         networks[name].update(json.loads(spec))
     ckpts = dict(entry.split('=', 1) for entry in args.ckpt)
     budget = 'untrained (cost only)'
-    if args.train_data and args.train_iters:
+    curves = None
+    if args.train_data and args.train_minutes:
+        trained = [m for m in args.models if m not in ckpts]
+        curve_every = args.curve_every or args.train_minutes / 5
+        ckpts.update(train_equal_budget(trained, networks, Path(args.train_data).resolve(), 0, args.batch,
+                                        args.gt_size, args.num_frame, out, args.train_minutes, curve_every))
+        budget = (f'equal time: {args.train_minutes:g} training minutes each on {args.device}, batch {args.batch}, '
+                  f'{args.num_frame} frames, {args.gt_size}x{args.gt_size} HR patches')
+        curves = trained
+    elif args.train_data and args.train_iters:
         ckpts.update(train_equal_budget([m for m in args.models if m not in ckpts], networks,
                                         Path(args.train_data).resolve(), args.train_iters, args.batch, args.gt_size,
                                         args.num_frame, out))
@@ -308,6 +409,10 @@ def main(argv=None):
     title = f'VSRDB x4 on {args.data or args.lq} ({budget}; {flow}; {args.device}, torch {torch.__version__})'
     print(write_outputs(rows, out, title))
     print(f'written: {out}/benchmark.md, benchmark.csv, benchmark.png')
+    if curves is not None:
+        print('learning curves:', flush=True)
+        learning_curves(curves, networks, data_opt, args.device, out, args.max_frames, title)
+        print(f'written: {out}/learning_curves.csv, learning_curves.png')
     return rows
 
 
