@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install --upgrade pip setuptools wheel  # 3.12+ venvs have no setuptools: basicsr builds from source
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install torch torchvision
 	$(PY) -c "import importlib.metadata as m; assert m.version('basicsr') == '1.4.2'" 2>/dev/null || \
 		$(PY) -m pip install --no-build-isolation basicsr==1.4.2

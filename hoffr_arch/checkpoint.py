@@ -73,3 +73,17 @@ def resolve_asset(path):
         return path
     candidate = PACKAGE_PARENT / path
     return candidate if candidate.exists() else path
+
+
+def pack_release(model_path, network_g, out, param_key=None, half=True):
+    """A self-contained release file: ``{'params_ema' or 'params': weights (fp16 if ``half``),
+    'network_g': options}``, so ``hoffr_arch.infer`` needs nothing beside it. Written atomically."""
+    state, key = read_state_dict(model_path, param_key)
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    opts = {k: v for k, v in dict(network_g).items() if k != 'pof_path'}  # the weights hold the trained POF
+    out = Path(out)
+    tmp = out.with_name(out.name + '.partial')
+    torch.save({key or 'params': state, 'network_g': opts}, tmp)
+    tmp.replace(out)
+    return out

@@ -9,9 +9,7 @@ applied at import time and only when the upstream failure is actually present.
 Each fix names the upstream failure it works around; ``tests/test_compat.py`` shows each failure
 without the fix. Failures that live in BasicSR's model and dataset classes are fixed in our own
 subclasses instead (see ``HOFFRModel`` and ``VSRDBRecurrentDataset`` / ``VSRDBTestDataset``):
-metric tensors created on 'cuda' and the in-place ``squeeze_`` of the validation input (failures 2
-and 3), DDP's ``device_ids`` on CPU, REDS' 100 frames per clip and the test dataset that refuses LMDB
-(failure 6). BasicSR's LMDB writer (failure 7) is replaced by ``datasets_lmdb``.
+metric tensors created on 'cuda' and the in-place ``squeeze_`` of the validation input, DDP's ``device_ids`` on CPU, REDS' 100 frames per clip and the test dataset that refuses LMDB. BasicSR's LMDB writer is replaced by ``datasets_lmdb``.
 """
 import importlib
 import os
@@ -24,8 +22,59 @@ __all__ = ['FIXES', 'applied_fixes']
 _applied = []
 
 
+def _distutils_shim():
+    """``import basicsr`` needs ``distutils``, which Python 3.12 removed (and 3.12+ venvs have no
+    setuptools to provide it): ``basicsr/archs/arch_util.py`` imports ``LooseVersion`` from
+    ``distutils.version`` to compare torchvision versions. Where ``distutils`` is missing we register a
+    ``distutils.version`` holding a ``LooseVersion`` that compares dotted versions as BasicSR needs.
+    """
+    try:
+        importlib.import_module('distutils.version')
+        return False
+    except ModuleNotFoundError:
+        pass
+    import re
+
+    class LooseVersion:
+        def __init__(self, text):
+            self.vstring = str(text)
+            self.version = [int(p) if p.isdigit() else p for p in re.findall(r'\d+|[a-zA-Z]+', self.vstring)]
+
+        def _cmp(self, other):
+            other = other if isinstance(other, LooseVersion) else LooseVersion(other)
+            a, b = [str(p).zfill(8) for p in self.version], [str(p).zfill(8) for p in other.version]
+            return (a > b) - (a < b)
+
+        def __eq__(self, other):
+            return self._cmp(other) == 0
+
+        def __lt__(self, other):
+            return self._cmp(other) < 0
+
+        def __le__(self, other):
+            return self._cmp(other) <= 0
+
+        def __gt__(self, other):
+            return self._cmp(other) > 0
+
+        def __ge__(self, other):
+            return self._cmp(other) >= 0
+
+        def __repr__(self):
+            return f'LooseVersion({self.vstring!r})'
+
+    package = sys.modules.get('distutils') or types.ModuleType('distutils')
+    package.__path__ = getattr(package, '__path__', [])
+    version = types.ModuleType('distutils.version')
+    version.LooseVersion = LooseVersion
+    package.version = version
+    sys.modules['distutils'] = package
+    sys.modules['distutils.version'] = version
+    return True
+
+
 def _alias_functional_tensor():
-    """Failure 1: ``import basicsr`` raises ``ModuleNotFoundError: torchvision.transforms.functional_tensor``.
+    """``import basicsr`` raises ``ModuleNotFoundError: torchvision.transforms.functional_tensor``.
 
     ``basicsr/data/degradations.py`` imports ``rgb_to_grayscale`` from
     ``torchvision.transforms.functional_tensor``, which torchvision 0.17 renamed to the private
@@ -66,7 +115,7 @@ ORIGINALS = {}
 
 
 def _load_resume_state(opt):
-    """Failure 4: resume crashes without CUDA, and --auto_resume depends on the working directory.
+    """resume crashes without CUDA, and --auto_resume depends on the working directory.
 
     ``basicsr.train.load_resume_state`` maps storages with ``torch.cuda.current_device()`` and looks for
     states in ``experiments/<name>`` relative to the cwd (silently starting at iteration 0 elsewhere).
@@ -91,7 +140,7 @@ def _load_resume_state(opt):
 
 
 def _resumable_sampler():
-    """Failure 4b: a resumed run replays the data of the interrupted epoch from its start.
+    """a resumed run replays the data of the interrupted epoch from its start.
 
     BasicSR's loop restarts the epoch's sampler at its first index. ``ResumableSampler`` (installed as
     ``basicsr.train.EnlargedSampler``) skips, in the resumed epoch only, the batches that were
@@ -117,7 +166,7 @@ def _resumable_sampler():
 
 
 def _init_dist(launcher, backend=None, **kwargs):
-    """Failure 5: ``init_dist`` hard-codes nccl and ``set_device(rank % device_count)`` (ZeroDivision on CPU).
+    """``init_dist`` hard-codes nccl and ``set_device(rank % device_count)`` (ZeroDivision on CPU).
 
     gloo without CUDA, nccl with it; the device is ``LOCAL_RANK`` (set by torchrun and by the slurm
     branch), not the global rank. The start method stays BasicSR's ('spawn').
@@ -162,7 +211,7 @@ def _patch_training():
 
 
 def _basicvsrpp_alignment_on_cpu():
-    """Failure 9: without CUDA, BasicSR builds BasicVSR++ WITHOUT its deformable alignment.
+    """without CUDA, BasicSR builds BasicVSR++ WITHOUT its deformable alignment.
 
     ``BasicVSRPlusPlus.__init__`` adds ``SecondOrderDeformableAlignment`` only when
     ``torch.cuda.is_available()`` (it warns and skips it otherwise), so a CPU-built network is not
@@ -201,6 +250,7 @@ def _basicvsrpp_alignment_on_cpu():
 
 
 FIXES = {
+    'distutils_on_python_3_12': _distutils_shim,
     'torchvision_functional_tensor': _alias_functional_tensor,
     'training_resume_sampler_dist': _patch_training,
     'basicvsrpp_alignment_on_cpu': _basicvsrpp_alignment_on_cpu,

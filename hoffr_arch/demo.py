@@ -19,15 +19,12 @@ import yaml
 
 import hoffr_arch
 from basicsr.archs import build_network
-from basicsr.metrics import calculate_psnr, calculate_ssim
-from basicsr.utils import tensor2img
-from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.options import ordered_yaml
 from datasets_lmdb import pack, reds_plan, synth, verify
+from hoffr_arch import evaluation
 from hoffr_arch._entry import project_root
 from hoffr_arch.checkpoint import load_weights
-from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
-from hoffr_arch.metrics.flow_metric import calculate_warp_error
+from hoffr_arch.streaming import torch_step
 
 BUNDLED = Path(hoffr_arch.__file__).parent / 'assets' / 'sam2_01_dog.mp4'
 # the demo data: 144 frames (every 2nd of the clip) at 448x256 (LR 112x64: SpyNet-based models in the
@@ -53,51 +50,11 @@ def build_data(data_root, force=False):
 
 
 def evaluate(opt, weights, lmdb_root, device):
-    """Scores of the trained network on the held-out clips (RGB, no border crop, all frames).
-
-    Returns a dict: 'HOFFR' and 'bicubic' (mean PSNR, SSIM over all frames); 'gain_first' and
-    'gain_later' (dB over bicubic of each clip's first frame, which has no previous frame to draw
-    on, and of its later frames, averaged over clips: the recurrence pays when the second is larger);
-    'warp_pof' and 'warp_zero' (warping error, 0-255, of the network's own LR flow on consecutive
-    SHARP LR frames, and of no flow: the POF still aligns when the first is clearly smaller);
-    'picture' (input, HOFFR, GT of one frame).
-    """
+    """Scores of the trained network on the held-out clips (``hoffr_arch.evaluation.evaluate``)."""
     opt_net = dict(opt['network_g'], pof_path=None)  # the checkpoint holds the trained POF
     net = load_weights(build_network(opt_net), weights, what='HOFFR').to(device).eval()
-    test = VSRDBTestDataset({'name': 'demo_test', 'dataroot_gt': str(lmdb_root / 'test' / 'sharp.lmdb'),
-                             'dataroot_lq': str(lmdb_root / 'test' / 'blur_bicubic.lmdb'),
-                             'dataroot_lq_sharp': str(lmdb_root / 'test' / 'sharp_bicubic.lmdb'),
-                             'io_backend': {'type': 'lmdb'}})
-    scores = {'bicubic': [], 'HOFFR': []}
-    gains_first, gains_later, warp = [], [], {'pof': [], 'zero': []}
-    picture = None
-    for index in range(len(test)):
-        clip = test[index]
-        with torch.no_grad():
-            out, aux = net(clip['lq'][None].to(device), return_aux=True)
-        out = out[0].cpu()
-        gains = []
-        for i in range(out.shape[0]):
-            gt = tensor2img(clip['gt'][i])
-            results = {'bicubic': tensor2img(imresize(clip['lq'][i], opt['scale']).clamp(0, 1)),
-                       'HOFFR': tensor2img(out[i])}
-            for name, img in results.items():
-                scores[name].append((calculate_psnr(img, gt, 0), calculate_ssim(img, gt, 0)))
-            gains.append(scores['HOFFR'][-1][0] - scores['bicubic'][-1][0])
-            if picture is None and i == out.shape[0] // 2:
-                picture = (results['bicubic'], results['HOFFR'], gt)
-        gains_first.append(gains[0])
-        gains_later.append(float(np.mean(gains[1:])))
-        if aux['flows']:
-            sharp = clip['lq_sharp'].to(device)
-            flow = aux['flows']['lr'][0]
-            warp['pof'].append(calculate_warp_error(sharp[:-1], sharp[1:], flow))
-            warp['zero'].append(calculate_warp_error(sharp[:-1], sharp[1:], torch.zeros_like(flow)))
-    result = {k: tuple(np.mean(v, axis=0)) for k, v in scores.items()}
-    result.update(gain_first=float(np.mean(gains_first)), gain_later=float(np.mean(gains_later)),
-                  warp_pof=float(np.mean(warp['pof'])) if warp['pof'] else float('nan'),
-                  warp_zero=float(np.mean(warp['zero'])) if warp['zero'] else float('nan'), picture=picture)
-    return result
+    return evaluation.evaluate(torch_step(net), evaluation.test_dataset(lmdb_root / 'test', 'demo_test'),
+                               opt['scale'], device, net=net)
 
 
 def main(argv=None):

@@ -153,3 +153,27 @@ def test_basicvsrpp_keeps_its_alignment_without_cuda():
     assert out.shape == (1, 3, 3, 256, 256)
     out.mean().backward()
     assert net.deform_align['forward_1'].weight.grad is not None
+
+
+def test_basicsr_imports_without_distutils(tmp_path):
+    """Python 3.12+ has no distutils (and its venvs no setuptools to shim it); BasicSR imports
+    distutils.version. Hide distutils here and import our package and BasicSR's arch_util."""
+    script = tmp_path / 'no_distutils.py'
+    script.write_text(textwrap.dedent("""
+        import sys
+        class Hide:
+            def find_spec(self, name, path=None, target=None):
+                if name == 'distutils' or name.startswith('distutils.'):
+                    raise ModuleNotFoundError(name)
+        sys.meta_path.insert(0, Hide())
+        sys.modules.pop('distutils', None)
+        import hoffr_arch
+        from hoffr_arch.compat import applied_fixes
+        from basicsr.archs import arch_util
+        from distutils.version import LooseVersion as V
+        print('distutils_on_python_3_12' in applied_fixes(), V('0.29.1') >= V('0.9.0'), V('1.10') > V('1.9'),
+              V('2.0.0') == V('2.0.0'), V('0.8.2') < '0.9.0')
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ['True'] * 5
