@@ -1,0 +1,150 @@
+"""One short GPU check, one table: ``bash scripts/gpu_check.sh`` (about 6 minutes on one GPU).
+
+1. training at the REDS shape (batch 4, 8 frames, 64x64 LR, Adam, SR + DB + flow losses), the
+   default HOFFR from the pretrained POF, ``--iters`` iterations in fp32 and in bf16 autocast:
+   iterations per second and peak memory;
+2. inference, seconds per frame at LR 180x320 (x4), HOFFR against BasicVSR (``benchmarks.speed``);
+3. a one-GPU ``torchrun`` (nccl) run of ``hoffr_arch.train`` on data synthesised from the bundled clip;
+4. HOFFR-S trained for ``--minutes`` on that data (``--time-budget``), scored on its held-out clips
+   against bicubic (``hoffr_arch.evaluation``).
+On a CPU (``--device cpu --iters 2 --minutes 0.2``) it checks its own code paths.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+import hoffr_arch  # noqa: F401  (compat, registries)
+from hoffr_arch._entry import project_root
+from hoffr_arch.archs.hoffr_arch import HOFFR
+from hoffr_arch.benchmarks import speed
+from hoffr_arch.losses.hoffr_loss import DBLoss, FlowWarpLoss, SRLoss
+
+
+def train_speed(device, iters, bf16):
+    """(iterations per second, peak MiB) of HOFFR training at the REDS shape."""
+    torch.manual_seed(0)
+    net = HOFFR(pof_path='hoffr_arch/assets/pof_x4.pth').to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+    sr, db, of = SRLoss(), DBLoss(), FlowWarpLoss()
+    lq = torch.rand(4, 8, 3, 64, 64, device=device)
+    gt = torch.rand(4, 8, 3, 256, 256, device=device)
+    sharp = torch.rand(4, 8, 3, 64, 64, device=device)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == 'cuda'):
+            out, aux = net(lq, return_aux=True)
+            loss = sr(out.float(), gt) + db(aux['deblurred'].float(), sharp) + of(aux['flows'], sharp)
+        loss.backward()
+        opt.step()
+    step()
+    speed._sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    speed._sync(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else float('nan')
+    return iters / seconds, peak
+
+
+def make_data(root):
+    """The bundled clip, synthesised and packed (train / test split), under ``root``."""
+    from hoffr_arch.demo import build_data
+    return build_data(root)
+
+
+def run_train(args, env, label):
+    start = time.time()
+    proc = subprocess.run(args, env=env, capture_output=True, text=True)
+    ok = proc.returncode == 0
+    if not ok:
+        print(f'{label} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}', file=sys.stderr)
+    return ok, time.time() - start
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--iters', type=int, default=200)
+    parser.add_argument('--minutes', type=float, default=2.0)
+    parser.add_argument('--out', default='gpu_check')
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
+    for bf16 in (False, True):
+        its, peak = train_speed(device, args.iters, bf16)
+        rows.append((f'training, REDS shape, {"bf16" if bf16 else "fp32"}', f'{its:.2f} it/s', f'peak {peak:.0f} MiB'))
+        print(rows[-1], flush=True)
+
+    torch.manual_seed(0)
+    models = {k: v.eval() for k, v in speed.make_models(device).items()}
+    clip = torch.rand(1, 10, 3, 180, 320, device=device)
+    inf = speed.measure({k: speed.inference_fn(v, clip) for k, v in models.items()}, 3, device)
+    rows.append(('inference s/frame, LR 180x320 x4', f'HOFFR {inf["HOFFR"] / 10:.4f}',
+                 f'BasicVSR {inf["BasicVSR"] / 10:.4f} ({inf["HOFFR"] / inf["BasicVSR"]:.2f}x)'))
+    print(rows[-1], flush=True)
+    del models
+
+    data = make_data(out / 'data')
+    env = dict(os.environ, HOFFR_ROOT=str(out))
+    with open(project_root() / 'options' / 'train' / 'train_HOFFR_S_x4.yml') as f:
+        opt = yaml.safe_load(f)
+    for phase, split in (('train', 'train'), ('val', 'test')):
+        ds = opt['datasets'][phase]
+        for key in ('dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file'):
+            if key in ds:
+                ds[key] = str(data / split / Path(ds[key]).name)
+    opt['num_gpu'] = 'auto'
+    opt['val']['val_freq'] = 10 ** 9
+    opt['logger']['save_checkpoint_freq'] = 10 ** 9
+    ddp = dict(opt, name='gpu_check_torchrun', train=dict(opt['train'], total_iter=20))
+    (out / 'torchrun.yml').write_text(yaml.safe_dump(ddp, sort_keys=False))
+    launcher = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=1', '--master_port=29517',
+                '-m', 'hoffr_arch.train', '-opt', str(out / 'torchrun.yml'), '--launcher', 'pytorch']
+    ok, sec = run_train(launcher, env, 'torchrun')
+    rows.append(('torchrun, 1 process, ' + ('nccl' if device.type == 'cuda' else 'gloo'), 'ok' if ok else 'FAILED',
+                 f'{sec:.0f} s for 20 iterations'))
+    print(rows[-1], flush=True)
+
+    short = dict(opt, name='gpu_check_hoffr_s', train=dict(opt['train'], total_iter=10 ** 7))
+    (out / 'hoffr_s.yml').write_text(yaml.safe_dump(short, sort_keys=False))
+    ok, sec = run_train([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(out / 'hoffr_s.yml'), '--time-budget',
+                         str(args.minutes)], env, 'HOFFR-S training')
+    if ok:
+        from hoffr_arch import evaluation
+        from hoffr_arch.checkpoint import load_weights
+        from hoffr_arch.streaming import torch_step
+        from basicsr.archs import build_network
+        budget = (out / 'experiments' / 'gpu_check_hoffr_s' / 'time_budget.csv').read_text().splitlines()[-1]
+        minutes, it, ckpt = budget.split(',')
+        net = load_weights(build_network(dict(opt['network_g'], pof_path=None)), ckpt).to(device).eval()
+        res = evaluation.evaluate(torch_step(net), evaluation.test_dataset(data / 'test'), 4, device, net=net)
+        rows.append((f'HOFFR-S, {args.minutes:g} min ({it} iterations)',
+                     f'{res["HOFFR"][0]:.2f} dB vs bicubic {res["bicubic"][0]:.2f}',
+                     f'first {res["gain_first"]:+.2f}, later {res["gain_later"]:+.2f} dB'))
+    else:
+        rows.append((f'HOFFR-S, {args.minutes:g} min', 'FAILED', ''))
+    print(rows[-1], flush=True)
+
+    lines = [f'GPU check on {name} (torch {torch.__version__})', '', '| check | result | |', '|---|---|---|']
+    lines += [f'| {a} | {b} | {c} |' for a, b, c in rows]
+    table = '\n'.join(lines)
+    (out / 'gpu_check.md').write_text(table + '\n')
+    print('\n' + table)
+    return 0 if all('FAILED' not in r[1] for r in rows) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
