@@ -11,7 +11,6 @@ from hoffr_arch.data.frame_io import DatasetError, list_clips, list_frames, natu
 
 HR_KINDS = ('sharp', 'blur')
 LR_KINDS = ('sharp_bicubic', 'blur_bicubic')
-KINDS = HR_KINDS + LR_KINDS
 LR_OF = {'sharp_bicubic': 'sharp', 'blur_bicubic': 'blur'}  # LR kind -> the HR kind it is made from
 REDS4 = ('000', '011', '015', '020')
 DVD_TEST = ('720p_240fps_2', 'IMG_0003', 'IMG_0021', 'IMG_0030', 'IMG_0031', 'IMG_0032', 'IMG_0033',

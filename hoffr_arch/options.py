@@ -26,12 +26,11 @@ OUR_DATASETS = {
                               'gt_size', 'interval_list', 'random_reverse', 'use_hflip', 'use_rot', 'center_gt'},
     'VSRDBTestDataset': {'dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file', 'max_frames'},
 }
-TRAIN = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'sr_opt', 'db_opt', 'flow_opt',
-         'flow_lr_mul', 'bf16', 'log_batch_keys'}  # fix_flow: BasicSR's, for SpyNet names; not ours
+TRAIN = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'losses', 'sr_opt', 'db_opt', 'flow_opt',
+         'flow_lr_mul', 'bf16', 'log_batch_keys'}
 VAL = {'val_freq', 'save_img', 'metrics', 'skip_border_frames', 'bf16', 'suffix'}
 LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
 PATH = {'pretrain_network_g', 'strict_load_g', 'param_key_g', 'resume_state', 'ignore_resume_networks'}
-OPTIMIZERS = {'Adam': 'torch.optim.Adam', 'AdamW': 'torch.optim.AdamW'}
 
 
 def _keys_of(cls):
@@ -113,11 +112,16 @@ def check_options(path, is_train=True):
     if is_train:
         train = opt['train']
         ours = opt['model_type'] == 'HOFFRModel'  # other BasicSR models have their own train keys
-        c.keys(train, 'train', TRAIN if ours else None, ['optim_g', 'scheduler', 'total_iter'] + (['sr_opt'] if ours else []))
+        c.keys(train, 'train', TRAIN if ours else None, ['optim_g', 'scheduler', 'total_iter'])
+        if ours and not (train.get('losses') or train.get('sr_opt')):
+            c.fail("missing key 'train.losses' (a list of losses, e.g. [{type: SRLoss}]; or train.sr_opt)")
         optim = train['optim_g']
-        if optim.get('type') not in OPTIMIZERS:
-            c.fail(f"'train.optim_g.type' must be one of {', '.join(OPTIMIZERS)}, got {optim.get('type')!r}")
-        c.keys(optim, 'train.optim_g', {'type', 'lr', 'betas', 'weight_decay', 'eps', 'amsgrad'}, ['lr'])
+        import torch
+        from hoffr_arch.models.hoffr_model import OPTIMIZERS
+        known = OPTIMIZERS if ours else ('Adam',)  # BasicSR 1.4.2's own models know only Adam
+        if optim.get('type') not in known:
+            c.fail(f"'train.optim_g.type' must be one of {', '.join(known)}, got {optim.get('type')!r}")
+        c.keys(optim, 'train.optim_g', (_keys_of(getattr(torch.optim, optim['type'])) - {'params'}) | {'type'}, ['lr'])
         from basicsr.models import lr_scheduler
         schedulers = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
                       'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
@@ -128,9 +132,25 @@ def check_options(path, is_train=True):
         for key in ('sr_opt', 'db_opt', 'flow_opt', 'pixel_opt'):
             if train.get(key) is not None:
                 c.component(train[key], f'train.{key}', LOSS_REGISTRY, 'loss')
+        if ours and train.get('losses') is not None:
+            from hoffr_arch.models.hoffr_model import LOSS_INPUTS
+            if not isinstance(train['losses'], list):
+                c.fail("'train.losses' must be a list of losses")
+            for i, spec in enumerate(train['losses']):
+                c.component(spec, f'train.losses[{i}]', LOSS_REGISTRY, 'loss', extra=('name', 'inputs'))
+                bad = [k for k in spec.get('inputs') or () if k not in LOSS_INPUTS]
+                if bad:
+                    c.fail(f"'train.losses[{i}].inputs': unknown {bad} (known: {', '.join(LOSS_INPUTS)})")
         c.keys(opt['logger'], 'logger', LOGGER, ['print_freq', 'save_checkpoint_freq'])
     if opt.get('val') is not None:
         c.keys(opt['val'], 'val', VAL, ['val_freq'] if is_train and 'val' in phases else [])
         for name, metric in (opt['val'].get('metrics') or {}).items():
-            c.registered(metric, f'val.metrics.{name}', METRIC_REGISTRY, 'metric')
+            fn = c.registered(metric, f'val.metrics.{name}', METRIC_REGISTRY, 'metric')
+            # a metric's options: its declared ``options``, else its named parameters after the two
+            # images (its **kwargs only swallow what BasicSR passes along: a misspelled option would
+            # be ignored silently)
+            named = getattr(fn, 'options', None) or [
+                k for k, p in inspect.signature(fn).parameters.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)][2:]
+            c.keys(metric, f'val.metrics.{name}', set(named) | {'type', 'better'})
     return opt

@@ -313,3 +313,54 @@ def test_stock_basicvsr_trains_on_our_lmdb_with_basicsr_reds_dataset(tmp_path):
     run('hoffr_arch.train', path, root, tmp_path)
     log = read_logs(root, 'stock')
     assert 'l_pix' in log and (root / 'experiments' / 'stock' / 'models' / 'net_g_2.pth').exists()
+
+
+def test_a_new_loss_term_is_a_registered_class_and_one_yaml_entry(tmp_path, lmdb_data):
+    """train.losses: any registered loss with named inputs, BasicSR's own included; any optimiser
+    later BasicSR releases support. Built and stepped as BasicSR's train_pipeline would."""
+    import torch
+    from torch import nn
+    from basicsr.models import build_model
+    from basicsr.utils.registry import LOSS_REGISTRY
+    from hoffr_arch.data.vsrdb_dataset import VSRDBRecurrentDataset
+
+    class GradientLoss(nn.Module):  # the "one new file": a loss on the deblurred frames' gradients
+        inputs = ('deblurred', 'lq_sharp')
+
+        def __init__(self, loss_weight=1.0):
+            super().__init__()
+            self.loss_weight = loss_weight
+
+        def forward(self, deblurred, sharp):
+            return self.loss_weight * (deblurred.diff(dim=-1) - sharp.diff(dim=-1)).abs().mean()
+
+    if 'GradientLoss' not in LOSS_REGISTRY:
+        LOSS_REGISTRY.register(GradientLoss)
+    path = train_options(tmp_path, lmdb_data, name='losses')
+    opt = yaml.safe_load(path.read_text())
+    train = opt['train']
+    for key in ('sr_opt', 'db_opt', 'flow_opt'):
+        del train[key]
+    train['losses'] = [{'type': 'SRLoss', 'criterion': 'charbonnier'},
+                       {'type': 'L1Loss', 'loss_weight': 0.5, 'inputs': ['deblurred', 'lq_sharp'], 'name': 'l_db_l1'},
+                       {'type': 'GradientLoss', 'loss_weight': 0.1}]
+    train['optim_g'] = {'type': 'AdamW', 'lr': 1e-3, 'weight_decay': 0.01}
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    check_options(path, is_train=True)
+    bad = dict(opt, train=dict(train, losses=train['losses'] + [{'type': 'SRLoss', 'inputs': ['output', 'gtt']}]))
+    path.write_text(yaml.safe_dump(bad, sort_keys=False))
+    with pytest.raises(OptionsError, match=r"losses\[3\]\.inputs': unknown \['gtt'\]"):
+        check_options(path, is_train=True)
+
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0)
+    opt['path'].update(experiments_root=str(tmp_path), models=str(tmp_path), training_states=str(tmp_path))
+    model = build_model(opt)
+    assert type(model.optimizer_g) is torch.optim.AdamW
+    dataset = VSRDBRecurrentDataset(dict(opt['datasets']['train'], phase='train', scale=4))
+    sample = dataset[0]
+    model.feed_data(dict({k: v.unsqueeze(0) for k, v in sample.items() if torch.is_tensor(v)}, key=[sample['key']]))
+    model.optimize_parameters(1)
+    logged = model.get_current_log()
+    assert list(logged) == ['l_sr', 'l_db_l1', 'l_gradient', 'l_total']
+    assert logged['l_gradient'] > 0
+    assert logged['l_total'] == pytest.approx(logged['l_sr'] + logged['l_db_l1'] + logged['l_gradient'], rel=1e-5)

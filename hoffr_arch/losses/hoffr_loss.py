@@ -2,6 +2,10 @@
 
 All take video tensors (n, t, c, h, w). The element-wise criteria are BasicSR's own
 (``mse_loss``, ``charbonnier_loss``, ``l1_loss``, with its ``reduction`` handling).
+
+Each class says what it takes in ``inputs``: names of what ``HOFFRModel`` has at each iteration
+(``hoffr_arch.models.hoffr_model.LOSS_INPUTS``), passed positionally. A new term is a registered loss
+class with ``inputs`` (or an ``inputs:`` key in its YAML entry) and one entry in ``train.losses``.
 """
 from torch import nn
 from torch.nn import functional as F
@@ -51,11 +55,13 @@ class _FrameLoss(nn.Module):
 @LOSS_REGISTRY.register()
 class SRLoss(_FrameLoss):
     """L_SR: the HR output (n, t, c, H, W) against the sharp HR ground truth."""
+    inputs = ('output', 'gt')
 
 
 @LOSS_REGISTRY.register()
 class DBLoss(_FrameLoss):
     """L_DB: the deblurred LR frames (n, t, c, h, w) against the sharp LR frames."""
+    inputs = ('deblurred', 'lq_sharp')
 
 
 @LOSS_REGISTRY.register()
@@ -80,6 +86,7 @@ class FlowWarpLoss(nn.Module):
     (each (n, t-1, 2, h_k, w_k)), ``sharp_lr`` (n, t, c, h, w), ``sharp_hr`` (n, t, c, H, W) needed
     only when the 'hr' weight is > 0. A clip of one frame (no flows) gives 0.
     """
+    inputs = ('flows', 'lq_sharp', 'gt')
 
     def __init__(self, loss_weight=0.01, level_weights=None, smooth_weight=0.01, criterion='l2', eps=1e-6):
         super().__init__()

@@ -34,3 +34,7 @@ def calculate_warp_error(prev, cur, flow, border=4, **kwargs):
     if border:
         diff = diff[..., border:-border, border:-border]
     return float(diff.mean())
+
+
+# YAML options: ``border``, and ``level`` (which POF level FlowPretrainModel scores; read by the model)
+calculate_warp_error.options = ('border', 'level')

@@ -1,9 +1,11 @@
-"""HOFFRModel: BasicSR's video recurrent model, trained with HOFFR's three losses.
+"""HOFFRModel: BasicSR's ``SRModel`` for video, trained with HOFFR's losses.
 
-Differences from ``VideoRecurrentModel`` (and why):
-- feeds the sharp LR frames (``lq_sharp``) next to ``lq`` and ``gt``, and composes
-  L = L_SR + L_DB + L_OF from ``train.sr_opt``, ``db_opt``, ``flow_opt`` (each term logged);
-- ``flow_lr_mul`` scales the learning rate of the POF (BasicSR's only knows SpyNet's names);
+What it adds to ``SRModel`` (and why):
+- feeds the sharp LR frames (``lq_sharp``) next to ``lq`` and ``gt``; the loss is the sum of
+  ``train.losses``, a list of registered losses each taking named inputs (``LOSS_INPUTS``: its class's
+  ``inputs``, or an ``inputs:`` key), each term logged; ``sr_opt``, ``db_opt`` and ``flow_opt`` are
+  shorthands for HOFFR's three (L = L_SR + L_DB + L_OF);
+- ``flow_lr_mul`` scales the learning rate of the POF (0 freezes it); every optimiser BasicSR knows;
 - a non-finite loss stops the run before it touches the weights, naming the last good checkpoint;
 - validation is our own: BasicSR's creates metric tensors on 'cuda', squeezes the shared input in
   place on CPU, refuses to save images during training and ignores EMA weights. Ours runs on any
@@ -25,7 +27,6 @@ from torch import distributed as dist
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
-from basicsr.models.video_recurrent_model import VideoRecurrentModel
 from basicsr.archs import build_network
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import get_dist_info, master_only
@@ -34,6 +35,11 @@ from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 from .run_safety import RunSafetyMixin
 
 CLIP_METRICS = ('calculate_tof', )  # metrics computed on whole clips, not per frame
+# what a loss may take at each iteration: the HR output (n, t, c, H, W), the sharp HR frames, the
+# blurry and sharp LR frames (n, t, c, h, w), the deblurred LR frames, the POF's flows (dict per scale)
+LOSS_INPUTS = ('output', 'gt', 'lq', 'lq_sharp', 'deblurred', 'flows')
+OPTIMIZERS = ('Adam', 'AdamW', 'Adamax', 'SGD', 'ASGD', 'RMSprop', 'Rprop')
+SHORTHANDS = {'sr_opt': 'l_sr', 'db_opt': 'l_db', 'flow_opt': 'l_flow'}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -41,7 +47,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 @MODEL_REGISTRY.register()
-class HOFFRModel(RunSafetyMixin, VideoRecurrentModel):
+class HOFFRModel(RunSafetyMixin, SRModel):
     """Training and validation of HOFFR (see the module docstring for the options it adds)."""
 
     def model_to_device(self, net):
@@ -51,6 +57,7 @@ class HOFFRModel(RunSafetyMixin, VideoRecurrentModel):
         return super().model_to_device(net)
 
     def init_training_settings(self):
+        # SRModel's version insists on its pixel/perceptual losses, so its EMA set-up is repeated here
         self.net_g.train()
         train_opt = self.opt['train']
         logger = get_root_logger()
@@ -64,22 +71,38 @@ class HOFFRModel(RunSafetyMixin, VideoRecurrentModel):
             else:
                 self.model_ema(0)
             self.net_g_ema.eval()
-
-        if not train_opt.get('sr_opt'):
-            raise KeyError('train.sr_opt is required (the SR loss, e.g. {type: SRLoss, loss_weight: 1.0})')
-        self.cri_sr = build_loss(train_opt['sr_opt']).to(self.device)
-        self.cri_db = build_loss(train_opt['db_opt']).to(self.device) if train_opt.get('db_opt') else None
-        self.cri_flow = build_loss(train_opt['flow_opt']).to(self.device) if train_opt.get('flow_opt') else None
-        if (self.cri_db or self.cri_flow) and not self.opt['datasets'].get('train', {}).get('dataroot_lq_sharp'):
-            raise KeyError('train.db_opt / train.flow_opt need the sharp LR frames: set '
+        self.losses = self.build_losses(train_opt)
+        needs_sharp = sorted({name for name, inputs, _ in self.losses if 'lq_sharp' in inputs})
+        if needs_sharp and not self.opt['datasets'].get('train', {}).get('dataroot_lq_sharp'):
+            raise KeyError(f'train losses {", ".join(needs_sharp)} need the sharp LR frames: set '
                            'datasets.train.dataroot_lq_sharp')
         self.use_bf16 = bool(train_opt.get('bf16')) and self.device.type == 'cuda'
         self.log_batch_keys = bool(train_opt.get('log_batch_keys'))
         self.setup_optimizers()
         self.setup_schedulers()
 
+    def build_losses(self, train_opt):
+        """[(log name, input names, loss module)] from ``train.losses`` and the shorthands."""
+        specs = [dict(spec) for spec in train_opt.get('losses') or []]
+        specs += [dict(train_opt[key], name=name) for key, name in SHORTHANDS.items() if train_opt.get(key)]
+        if not specs:
+            raise KeyError('train.losses is required (e.g. [{type: SRLoss, loss_weight: 1.0}], or train.sr_opt)')
+        losses = []
+        for spec in specs:
+            name = spec.pop('name', None) or 'l_' + spec['type'].lower().replace('loss', '')
+            inputs = spec.pop('inputs', None)
+            loss = build_loss(spec).to(self.device)
+            inputs = tuple(inputs or getattr(loss, 'inputs', ('output', 'gt')))
+            unknown = [k for k in inputs if k not in LOSS_INPUTS]
+            if unknown:
+                raise KeyError(f'train loss {name}: unknown inputs {unknown} (known: {", ".join(LOSS_INPUTS)})')
+            if any(n == name for n, _, _ in losses):
+                raise KeyError(f'train losses: two terms named {name}; give one a name: key')
+            losses.append((name, inputs, loss))
+        return losses
+
     def setup_optimizers(self):
-        """Adam/AdamW over the network; the POF's learning rate times ``train.flow_lr_mul``.
+        """BasicSR's optimisers over the network; the POF's learning rate times ``train.flow_lr_mul``.
 
         ``flow_lr_mul: 0`` freezes the POF (no gradient is computed for it at all, which also saves
         its backward pass): the pretrained flow is kept exactly.
@@ -100,9 +123,10 @@ class HOFFRModel(RunSafetyMixin, VideoRecurrentModel):
         self.optimizers.append(self.optimizer_g)
 
     def get_optimizer(self, optim_type, params, lr, **kwargs):
-        if optim_type in ('Adam', 'AdamW'):
-            return getattr(torch.optim, optim_type)(params, lr, **kwargs)
-        raise NotImplementedError(f'train.optim_g.type {optim_type!r} is not supported (Adam, AdamW)')
+        """The optimisers later BasicSR releases support (1.4.2's ``BaseModel`` knows only Adam)."""
+        if optim_type not in OPTIMIZERS:
+            raise NotImplementedError(f'train.optim_g.type {optim_type!r}: use one of {", ".join(OPTIMIZERS)}')
+        return getattr(torch.optim, optim_type)(params, lr, **kwargs)
 
     def feed_data(self, data):
         self.lq = data['lq'].to(self.device)
@@ -120,12 +144,10 @@ class HOFFRModel(RunSafetyMixin, VideoRecurrentModel):
         self.optimizer_g.zero_grad(set_to_none=True)
         with self._autocast(self.use_bf16):
             self.output, aux = self.net_g(self.lq, return_aux=True)
-            losses = OrderedDict(l_sr=self.cri_sr(self.output.float(), self.gt))
-            if self.cri_db:
-                losses['l_db'] = self.cri_db(aux['deblurred'].float(), self.lq_sharp)
-            if self.cri_flow:
-                flows = {k: v.float() for k, v in aux['flows'].items()}
-                losses['l_flow'] = self.cri_flow(flows, self.lq_sharp, self.gt)
+            given = {'output': self.output.float(), 'gt': self.gt, 'lq': self.lq, 'lq_sharp': self.lq_sharp,
+                     'deblurred': aux['deblurred'].float(),
+                     'flows': {k: v.float() for k, v in aux['flows'].items()}}
+            losses = OrderedDict((name, loss(*(given[k] for k in inputs))) for name, inputs, loss in self.losses)
         total = sum(losses.values())
         self._check_finite(total, losses, current_iter)
         total.backward()
@@ -216,7 +238,7 @@ class HOFFRModel(RunSafetyMixin, VideoRecurrentModel):
             self.metric_results = {m: float(np.mean([v[m] for v in per_clip.values()])) for m in names}
             for metric, value in self.metric_results.items():
                 self._update_best_metric_result(name, metric, value, current_iter)
-            SRModel._log_validation_metric_values(self, current_iter, name, tb_logger)
+            self._log_validation_metric_values(current_iter, name, tb_logger)
             if not self.opt['is_train']:
                 self._write_metrics(name, per_clip)
 
