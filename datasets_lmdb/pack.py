@@ -23,6 +23,7 @@ from tqdm import tqdm
 from hoffr_arch import compat  # noqa: F401  (basicsr import below)
 from basicsr.utils.matlab_functions import imresize
 from hoffr_arch.data.frame_io import ENCODINGS, encode_bmp, encode_png, frame_shape, stored_format
+from hoffr_arch.data.meta_info import clip_line, frame_line
 
 from .layout import HR_KINDS, LR_OF, DatasetError
 
@@ -183,7 +184,7 @@ def write_lmdb(path, clips, expected, encoding='bmp', png_level=1, workers=None,
                     value = txn.get(f.key.encode('ascii'))
                     shapes[f.key] = (frame_shape(value), stored_format(value))
                 (h, w, c), ext = shapes[f.key]
-                lines.append(f'{f.key}.{ext} ({h},{w},{c}) {png_level if encoding == "png" else 0}\n')
+                lines.append(frame_line(f.key, ext, (h, w, c), png_level if encoding == 'png' else 0))
             if txn.stat()['entries'] != len(frames):
                 raise DatasetError(f'{partial} holds {txn.stat()["entries"]} frames, the input has {len(frames)}; '
                                    'the input changed since the interrupted run: pass --overwrite')
@@ -230,7 +231,6 @@ def pack(splits, out, encoding='bmp', png_level=1, workers=None, overwrite=False
             counts[split][kind] = write_lmdb(out / split / f'{kind}.lmdb', clips, sizes[split][kind], encoding,
                                              png_level, workers, overwrite, desc=f'{split}/{kind}')
         ref = next((k for k in HR_KINDS if k in kinds), next(iter(kinds)))
-        lines = [f'{clip} {len(frames)} ({sizes[split][ref][clip][0]},{sizes[split][ref][clip][1]},3)\n'
-                 for clip, frames in kinds[ref].items()]
+        lines = [clip_line(clip, len(frames), (*sizes[split][ref][clip][:2], 3)) for clip, frames in kinds[ref].items()]
         _write_atomic(out / split / 'meta_info.txt', ''.join(lines))
     return counts

@@ -5,28 +5,9 @@ import lmdb
 from tqdm import tqdm
 
 from hoffr_arch.data.frame_io import decode_frame, stored_format
+from hoffr_arch.data.meta_info import read_clips, read_frames_meta
 
 from .layout import LR_OF
-
-
-def read_dataset_meta(path):
-    """``<clip> <nframes> (h,w,c)`` lines -> {clip: (nframes, (h, w, c))}."""
-    meta = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            clip, n, shape = line.split()
-            meta[clip] = (int(n), tuple(int(v) for v in shape.strip('()').split(',')))
-    return meta
-
-
-def read_lmdb_meta(lmdb_path):
-    """BasicSR's ``meta_info.txt`` of an LMDB -> {key: (h, w, c)}."""
-    meta = {}
-    for line in (Path(lmdb_path) / 'meta_info.txt').read_text().splitlines():
-        if line.strip():
-            name, shape = line.split()[:2]
-            meta[name.rsplit('.', 1)[0]] = tuple(int(v) for v in shape.strip('()').split(','))
-    return meta
 
 
 def verify(out, scale=4):
@@ -45,13 +26,13 @@ def verify(out, scale=4):
         if not (split_dir / 'meta_info.txt').exists():
             problems.append(f'{split_dir}/meta_info.txt: missing')
             continue
-        clips = read_dataset_meta(split_dir / 'meta_info.txt')
+        clips = read_clips(split_dir / 'meta_info.txt')
         expected_keys = {f'{clip}/{i:08d}' for clip, (n, _) in clips.items() for i in range(n)}
         shapes = {}
         counts[split], formats[split] = {}, {}
         for lmdb_dir in sorted(split_dir.glob('*.lmdb')):
             kind = lmdb_dir.name[:-len('.lmdb')]
-            meta = read_lmdb_meta(lmdb_dir)
+            meta = read_frames_meta(lmdb_dir)
             env = lmdb.open(str(lmdb_dir), readonly=True, lock=False, readahead=False)
             seen = set()
             with env.begin() as txn:

@@ -22,6 +22,7 @@ from basicsr.utils import FileClient, get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .frame_io import DatasetError, decode_frame, frame_shape, list_clips, list_frames
+from .meta_info import clips_of_lmdb, read_clips
 
 ROOTS = (('gt', 'dataroot_gt'), ('lq', 'dataroot_lq'), ('lq_sharp', 'dataroot_lq_sharp'))
 
@@ -30,34 +31,6 @@ def _require(opt, key, dataset):
     if opt.get(key) is None:
         raise KeyError(f'{dataset}: option {key!r} is required')
     return opt[key]
-
-
-def read_clip_meta(path):
-    """Dataset ``meta_info.txt`` (``<clip> <nframes> (h,w,c)``) -> {clip: nframes}."""
-    clips = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) < 2 or not parts[1].isdigit():
-            raise DatasetError(f'{path}:{number}: expected "<clip> <nframes> (h,w,c)", got {line!r}')
-        clips[parts[0]] = int(parts[1])
-    if not clips:
-        raise DatasetError(f'{path}: no clips listed')
-    return clips
-
-
-def clips_of_lmdb(lmdb_path):
-    """{clip: nframes} from BasicSR's ``meta_info.txt`` inside an LMDB folder."""
-    meta = Path(lmdb_path) / 'meta_info.txt'
-    if not meta.exists():
-        raise DatasetError(f'{meta}: missing (is {lmdb_path} an LMDB written by datasets_lmdb?)')
-    clips = {}
-    for line in meta.read_text().splitlines():
-        if line.strip():
-            clip = line.split()[0].split('/')[0]
-            clips[clip] = clips.get(clip, 0) + 1
-    return clips
 
 
 _LMDB_ENVS = {}  # (process id, resolved path) -> lmdb.Environment
@@ -181,7 +154,7 @@ def _open_clips(opt, name):
     reader = _FrameReader(opt, roots, name)
     clips = _pair_clips(reader, list(roots), name)
     if opt.get('meta_info_file'):
-        listed = read_clip_meta(opt['meta_info_file'])
+        listed = {clip: n for clip, (n, _) in read_clips(opt['meta_info_file']).items()}
         for clip, n in listed.items():
             if clips.get(clip, 0) < n:
                 raise DatasetError(f"{opt['meta_info_file']}: clip {clip} with {n} frames is not in {roots['gt']} "
