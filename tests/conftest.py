@@ -17,6 +17,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+    torch.set_grad_enabled(True)  # no test inherits another's grad mode
 
 
 @pytest.fixture

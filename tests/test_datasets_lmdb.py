@@ -14,7 +14,8 @@ import pytest
 
 from datasets_lmdb.__main__ import main as cli
 from datasets_lmdb.pack import bicubic_downscale
-from datasets_lmdb.synth import blur_clip, read_source
+from datasets_lmdb.synth import blur_clip
+from hoffr_arch.data.video_io import read_frames
 from hoffr_arch.data.frame_io import decode_frame, encode_raw
 from hoffr_arch.data.vsrdb_dataset import VSRDBRecurrentDataset, VSRDBTestDataset
 
@@ -358,8 +359,8 @@ def test_verify_finds_a_missing_frame(tmp_path, capsys):
 def _real_frames():
     folder = SHARED_DATA / 'basketballpass'
     if folder.is_dir():
-        return read_source(folder, max_frames=12), folder
-    return read_source(REPO / 'hoffr_arch' / 'assets' / 'sam2_01_dog.mp4', start=90, max_frames=12, resize=(416, 240)), None
+        return read_frames(folder, max_frames=12), folder
+    return read_frames(REPO / 'hoffr_arch' / 'assets' / 'sam2_01_dog.mp4', start=90, max_frames=12, resize=(416, 240)), None
 
 
 def test_frame_folders_are_natural_sorted():

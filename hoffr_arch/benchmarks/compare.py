@@ -127,7 +127,7 @@ def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=Non
     from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
     from hoffr_arch.checkpoint import load_weights
     from hoffr_arch.metrics.tof_metric import calculate_tof
-    torch.set_grad_enabled(False)
+    torch.set_grad_enabled(False)  # this function runs in its own process
     device = torch.device(device)
     net = None
     params = 0

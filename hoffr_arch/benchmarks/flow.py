@@ -180,8 +180,11 @@ def main(argv=None):
     parser.add_argument('--scale', type=int, default=4)
     parser.add_argument('--csv', default='benchmark_results/flow.csv')
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
+    with torch.no_grad():  # local: main is also called in-process (tests), where grad mode must survive
+        return _run(args)
 
+
+def _run(args):
     ckpts = args.ckpt or [str(Path(hoffr_arch.__file__).parent / 'assets' / 'pof_x4.pth')]
     methods = {'zero flow': lambda p, c: None, 'DIS medium': lambda p, c: {'lr': dis_flow(p, c)}}
     try:
