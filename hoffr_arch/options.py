@@ -21,11 +21,6 @@ TOP = {'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'net
        'logger', 'dist_params', 'find_unused_parameters'}
 DATASET_COMMON = {'name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu',
                   'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'use_shuffle'}
-OUR_DATASETS = {
-    'VSRDBRecurrentDataset': {'dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file', 'num_frame',
-                              'gt_size', 'interval_list', 'random_reverse', 'use_hflip', 'use_rot', 'center_gt'},
-    'VSRDBTestDataset': {'dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file', 'max_frames'},
-}
 TRAIN = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'losses', 'sr_opt', 'db_opt', 'flow_opt',
          'flow_lr_mul', 'bf16', 'log_batch_keys'}
 VAL = {'val_freq', 'save_img', 'metrics', 'skip_border_frames', 'bf16', 'suffix'}
@@ -102,7 +97,7 @@ def check_options(path, is_train=True):
             c.fail(f"unknown dataset phase '{phase}' (use train, val{'' if is_train else ', test_1'}...)")
         phases.append(kind)
         cls = c.registered(ds, where, DATASET_REGISTRY, 'dataset')
-        known = OUR_DATASETS.get(cls.__name__)
+        known = set(cls.OPTIONS) if hasattr(cls, 'OPTIONS') else None  # our datasets declare theirs
         needed = ['dataroot_gt', 'dataroot_lq'] + (['num_frame', 'gt_size', 'batch_size_per_gpu',
                                                      'num_worker_per_gpu'] if kind == 'train' else [])
         c.keys(ds, where, None if known is None else known | DATASET_COMMON, needed if known else ['name'])

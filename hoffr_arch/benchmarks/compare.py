@@ -382,6 +382,10 @@ def main(argv=None):
         networks[name].update(json.loads(spec))
     ckpts = dict(entry.split('=', 1) for entry in args.ckpt)
     budget = 'untrained (cost only)'
+    spynets = [m for m in args.models if m in SPYNET_MODELS and m not in ckpts]
+    if args.train_data and (args.train_minutes or args.train_iters) and spynets and args.gt_size // 4 < MIN_SIZE:
+        parser.error(f'--gt-size {args.gt_size}: {", ".join(spynets)} train on LR patches of at least {MIN_SIZE} '
+                     f'pixels (SpyNet), i.e. --gt-size {MIN_SIZE * 4} or more')
     curves = None
     if args.train_data and args.train_minutes:
         trained = [m for m in args.models if m not in ckpts]

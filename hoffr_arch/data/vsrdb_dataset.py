@@ -182,6 +182,10 @@ class VSRDBRecurrentDataset(data.Dataset):
     Every frame of every clip is one index (longer clips are drawn more often); as in BasicSR's
     REDS dataset, the window starts at that frame, or at a random frame where it would overrun the clip. Returns ``lq``, ``gt``, (``lq_sharp``) and ``key`` (``clip/start``).
     """
+    # the YAML keys it reads (the option checker takes them from here)
+    OPTIONS = ('dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file', 'num_frame', 'gt_size',
+               'interval_list', 'random_reverse', 'use_hflip', 'use_rot', 'center_gt')
+
 
     def __init__(self, opt):
         super().__init__()
@@ -259,6 +263,8 @@ class VSRDBTestDataset(data.Dataset):
     clip name), ``lq_path`` (the clip name). ``data_info['folder']`` lists each clip once per frame,
     as BasicSR's video validation expects.
     """
+    OPTIONS = ('dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file', 'max_frames')
+
 
     def __init__(self, opt):
         super().__init__()
