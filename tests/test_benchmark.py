@@ -73,3 +73,12 @@ def test_equal_minutes_gives_learning_curves(tmp_path):
     assert 0.1 <= minutes[-1] < 0.4  # stopped at the budget (one iteration past it at most)
     assert 'equal time: 0.1 training minutes' in (out / 'benchmark.md').read_text()
     assert (out / 'learning_curves.png').stat().st_size > 10000
+
+
+def test_spynet_models_refuse_small_patches_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        benchmark(['--data', str(tmp_path), '--train-data', str(tmp_path), '--train-minutes', '1', '--gt-size', '128',
+                   '--models', 'HOFFR', 'BasicVSR', '--out', str(tmp_path / 'out')])
+    assert exit_.value.code == 2
+    assert 'BasicVSR train on LR patches of at least 64' in capsys.readouterr().err
+    assert not (tmp_path / 'out' / 'experiments').exists()
