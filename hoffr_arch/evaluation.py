@@ -48,9 +48,9 @@ def evaluate(step, dataset, scale=4, device='cpu', net=None):
                 if picture is None and i == lq.shape[0] // 2:
                     picture = (results['bicubic'], results['HOFFR'], gt)
             if net is not None and 'lq_sharp' in clip and lq.shape[0] > 1:
-                _, aux = net(lq[None], return_aux=True)
+                # the POF alone on the blurry pairs, as the network runs it (not a second full pass)
+                flow = net.pof(lq[:-1], lq[1:])['lr']
                 sharp = clip['lq_sharp'].to(device)
-                flow = aux['flows']['lr'][0]
                 warp['pof'].append(calculate_warp_error(sharp[:-1], sharp[1:], flow))
                 warp['zero'].append(calculate_warp_error(sharp[:-1], sharp[1:], torch.zeros_like(flow)))
         per_clip.append((clip.get('folder', str(index)), gains[0],

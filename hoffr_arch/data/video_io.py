@@ -21,6 +21,7 @@ folder holding nothing but ``%08d.png`` frames).
 """
 import re
 import shutil
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -93,7 +94,7 @@ class MediaReader:
     def __init__(self, path, start=0, step=1, max_frames=None, mode='native'):
         self.path = Path(path)
         self.start, self.step, self.max_frames, self.mode = start, max(1, step), max_frames, mode
-        self.side_packets, self.copy_streams = [], []
+        self.side_packets, self.copy_streams = deque(), []
         self.rotation = 0
         self._container = None
         if self.path.is_dir():
@@ -321,7 +322,7 @@ class MediaWriter:
             return
         queue = self.source.side_packets
         while queue:
-            packet = queue.pop(0)
+            packet = queue.popleft()
             out_stream = self._copy.get(packet.stream.index)
             if out_stream is not None:
                 packet.stream = out_stream
