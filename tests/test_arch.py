@@ -163,3 +163,22 @@ def test_recurrent_base_carries_the_previous_output_along_the_flow():
         plain = HOFFR(**SMALL, upsample_base='deblurred').eval()
         plain.load_state_dict(net.state_dict())
         assert not torch.allclose(plain.step(lq, state)[0], detail, atol=1e-2)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_pf_branch_is_the_concatenation_the_paper_describes(stride):
+    """PFBranch sums merge's weight slices over the block outputs (to keep one alive at a time):
+    it must equal merge(cat(every block's output)), written out here."""
+    from hoffr_arch.archs.pf_branch import PFBranch
+    branch = PFBranch(7, num_feat=8, num_block=3, out_feat=5, stride=stride).eval()
+    x = torch.rand(2, 7, 12, 16)
+    feat, outs = F.leaky_relu(branch.head(x), 0.1), []
+    for block in branch.blocks:
+        feat = block(feat)
+        outs.append(feat)
+    merged = F.leaky_relu(branch.merge(torch.cat(outs, 1)), 0.1)
+    expected = F.pixel_shuffle(branch.out(merged), stride)
+    with torch.no_grad():
+        got = branch(x)
+    assert got.shape == (2, 5, 12, 16)
+    assert torch.allclose(got, expected.detach(), atol=1e-6)

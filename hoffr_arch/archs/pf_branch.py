@@ -1,5 +1,4 @@
 """PF: parallel feature extraction, one branch (the deblurring branch or the SR branch)."""
-import torch
 from torch import nn
 from torch.nn import functional as F
 
@@ -38,9 +37,14 @@ class PFBranch(nn.Module):
 
     def forward(self, x):
         feat = F.leaky_relu(self.head(x), 0.1)
-        outs = []
-        for block in self.blocks:
+        # merge(cat(outputs)) computed as the sum over blocks of merge's weight slice applied to each
+        # block's output: the same 1x1 convolution (same weights and state_dict, equal within float
+        # rounding, same speed), but one block output is alive at a time instead of all of them and
+        # their concatenation (at inference on a 160x160 LR tile: ~130 MB less at the peak).
+        acc = None
+        for block, weight in zip(self.blocks, self.merge.weight.split(feat.shape[1], 1)):
             feat = block(feat)
-            outs.append(feat)
-        feat = F.leaky_relu(self.merge(torch.cat(outs, 1)), 0.1)
+            part = F.conv2d(feat, weight)
+            acc = part if acc is None else acc.add_(part)
+        feat = F.leaky_relu(acc + self.merge.bias.view(1, -1, 1, 1), 0.1)
         return F.pixel_shuffle(self.out(feat), self.stride)
