@@ -36,7 +36,7 @@ from hoffr_arch.checkpoint import CheckpointError, load_weights, read_checkpoint
 from hoffr_arch.data.frame_io import IMAGE_EXTS, DatasetError
 from hoffr_arch.data.video_io import (MediaError, MediaReader, MediaWriter, TruncatedError, as_bgr, check_output,
                                       is_video_file)
-from hoffr_arch.streaming import OnnxStep, TiledStep, torch_step
+from hoffr_arch.streaming import OnnxStep, TiledStep, quantize, torch_step
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 STARTER = 'hoffr_arch/assets/HOFFR_S_x4.pth'
@@ -111,9 +111,9 @@ def to_tensor(img, device, dtype):
 
 
 def to_image(t):
-    """(1, 3, h, w) RGB in [0, 1] -> (h, w, 3) BGR uint8, rounded as BasicSR's tensor2img.
-    One float temporary (the clamp), then uint8: at 4K output the conversion stays near 130 MB."""
-    img = t[0].float().clamp(0, 1).mul_(255.).round_().to(torch.uint8)
+    """(1, 3, h, w) RGB in [0, 1] (or already ``quantize``d to uint8, as tiles are assembled) ->
+    (h, w, 3) BGR uint8, rounded as BasicSR's tensor2img."""
+    img = t[0] if t.dtype == torch.uint8 else quantize(t[0])
     return np.ascontiguousarray(img.flip(0).permute(1, 2, 0).cpu().numpy())
 
 
@@ -161,9 +161,9 @@ def process(step, inp, out, args, device, dtype, progress=None):
         if reader.channels == 4 and is_video_file(out):
             raise MediaError(f'{inp}: has an alpha channel, which a video output cannot hold; write PNG frames '
                              '(an output path without a video extension) to keep it')
-        sinks = [MediaWriter(out, reader, args.fps, args.codec, args.crf, args.preset)]
-        sinks.append(MediaWriter(args.deblurred, reader, args.fps, args.codec, args.crf, args.preset)
-                     if args.deblurred else None)
+        encoder = (args.fps, args.codec, args.crf, args.preset, args.lookahead)
+        sinks = [MediaWriter(out, reader, *encoder)]
+        sinks.append(MediaWriter(args.deblurred, reader, *encoder) if args.deblurred else None)
         try:
             n = run(step, reader, sinks, device, dtype, progress)
         except TruncatedError as err:
@@ -200,7 +200,7 @@ def make_step(args, device, dtype):
         net = load_model_from_args(args, device).to(dtype)
         step, scale = torch_step(net), net.scale
     if args.tile:
-        step = TiledStep(step, scale, args.tile, args.tile_overlap)
+        step = TiledStep(step, scale, args.tile, args.tile_overlap, hr_dtype=torch.uint8)
     return step
 
 
@@ -218,6 +218,9 @@ def main(argv=None):
     parser.add_argument('--codec', default=None, help='video encoder: libx264 (default), libx265, libsvtav1')
     parser.add_argument('--crf', type=int, default=18, help='libx264/libx265 quality (lower is better)')
     parser.add_argument('--preset', default='medium', help='libx264/libx265 speed preset')
+    parser.add_argument('--lookahead', type=int, default=None,
+                        help="libx264/libx265 look-ahead in frames (default: the preset's); its buffers are "
+                             'most of the encoder\'s memory at 4K: lower it with --tile to bound memory')
     parser.add_argument('--fps', type=float, default=None, help='output fps for a frame-folder input (default 25)')
     parser.add_argument('--ext', default='.mp4', help='output extension for a folder of videos')
     parser.add_argument('--deblurred', default=None, help='also write the deblurred LR frames here')

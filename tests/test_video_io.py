@@ -7,7 +7,8 @@ import torch
 
 from hoffr_arch.data.video_io import read_frames
 from hoffr_arch.infer import main as infer
-from hoffr_arch.streaming import TiledStep, tile_grid, torch_step
+from hoffr_arch.data.video_io import MediaError, MediaWriter
+from hoffr_arch.streaming import TiledStep, quantize, tile_grid, torch_step
 
 from conftest import make_video, smooth_frames, video_facts, write_clip
 
@@ -138,13 +139,36 @@ def test_tiled_step_pastes_each_core_in_place(checkpoint):
     net = checkpoint[1]
     frames = torch.rand(3, 1, 3, 20, 28)
     plain, tiled = torch_step(net), TiledStep(torch_step(net), 4, tile=8, overlap=40)
-    s1 = s2 = None
+    # infer's way: the HR frame assembled in uint8, each core quantized as it is pasted
+    as_uint8 = TiledStep(torch_step(net), 4, tile=8, overlap=40, hr_dtype=torch.uint8)
+    s1 = s2 = s3 = None
     with torch.no_grad():
         for lq in frames:
             a, s1, da = plain(lq, s1)
             b, s2, db = tiled(lq, s2)
+            c, s3, _ = as_uint8(lq, s3)
             assert torch.equal(a, b) and torch.equal(da, db)
+            assert c.dtype == torch.uint8 and torch.equal(c, quantize(a))
+            # quantizing leaves the recurrent state (the previous output) as it was
+            assert torch.equal(s3[0].hr, s1.hr)
     assert len(s2) == 3 * 4
+    assert quantize(torch.tensor([-0.1, 0.5 / 255, 1.6 / 255, 1.2])).tolist() == [0, 0, 2, 255]
+
+
+def test_encoder_lookahead_reaches_x264(tmp_path):
+    """--lookahead bounds libx264's buffers (most of its memory at 4K); x264 records its settings in
+    the stream, so the written file shows what the encoder used."""
+    frames = smooth_frames(3, 32, 32, 0)
+    for lookahead, expected in [(None, b'rc_lookahead=40'), (3, b'rc_lookahead=3')]:
+        out = tmp_path / f'{lookahead}.mp4'
+        writer = MediaWriter(out, lookahead=lookahead)
+        for f in frames:
+            writer.write(f, None)
+        writer.close()
+        assert expected in out.read_bytes()
+    for bad in [dict(lookahead=-1), dict(lookahead=5, codec='libsvtav1')]:
+        with pytest.raises(MediaError, match='look-ahead'):
+            MediaWriter(tmp_path / 'bad.mp4', **bad)
 
 
 def test_onnx_step_matches_torch(tmp_path, checkpoint, capsys):

@@ -270,14 +270,21 @@ class MediaWriter:
         source (MediaReader | None): gives fps, time base, rotation and the streams to copy.
         fps: frame rate for a frame-folder source (default 25).
         codec, crf, preset: the video encoder and its quality/speed (libx264/libx265 crf and preset).
+        lookahead (int | None): libx264/libx265 rate-control look-ahead in frames (None: the preset's,
+            40 for medium). Its frame buffers are most of the encoder's memory at 4K: measured here
+            writing 4K H.264, +1.2 GB resident after 50 frames at the default, +0.46 GB at 10, +0.29 GB at 0.
     """
 
-    def __init__(self, out, source=None, fps=None, codec=None, crf=18, preset='medium'):
+    def __init__(self, out, source=None, fps=None, codec=None, crf=18, preset='medium', lookahead=None):
         self.out = Path(out)
         self.video = is_video_file(self.out)
         self.tmp = partial_path(self.out)
-        self.source, self.crf, self.preset = source, crf, preset
+        self.source, self.crf, self.preset, self.lookahead = source, crf, preset, lookahead
         self.codec = codec or DEFAULT_CODEC.get(self.out.suffix.lower(), 'libx264')
+        if lookahead is not None and lookahead < 0:
+            raise MediaError(f'{self.out}: the look-ahead must be >= 0 frames (got {lookahead})')
+        if lookahead is not None and self.codec not in ('libx264', 'libx265'):
+            raise MediaError(f'{self.out}: a look-ahead applies to libx264/libx265, not {self.codec}')
         src_fps = source.fps if source is not None and source.fps else None
         self.fps = Fraction(fps).limit_denominator(1001) if fps else (src_fps or Fraction(25))
         self.count = 0
@@ -307,6 +314,9 @@ class MediaWriter:
         stream.time_base = self.time_base
         if self.codec in ('libx264', 'libx265'):
             stream.options = {'crf': str(self.crf), 'preset': self.preset}
+            if self.lookahead is not None:
+                stream.options = dict(stream.options, **({'rc-lookahead': str(self.lookahead)} if self.codec == 'libx264'
+                                                         else {'x265-params': f'rc-lookahead={self.lookahead}'}))
         if self.source is not None and self.source.rotation:
             stream.set_display_rotation(self.source.rotation)
         if self.source is not None:
