@@ -20,20 +20,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from hoffr_arch import compat  # noqa: F401  (basicsr import below)
-from basicsr.utils.matlab_functions import imresize
-from hoffr_arch.data.frame_io import ENCODINGS, encode_bmp, encode_png, frame_shape, stored_format
+from hoffr_arch.data.frame_io import ENCODINGS, bicubic_downscale, encode_bmp, encode_png, frame_shape, stored_format
 from hoffr_arch.data.meta_info import clip_line, frame_line
 
 from .layout import HR_KINDS, LR_OF, DatasetError
 
 COMMIT_BYTES = 256 << 20
-
-
-def bicubic_downscale(img, factor):
-    """(h, w, c) uint8 -> (h/factor, w/factor, c) uint8 with MATLAB's bicubic (BasicSR's ``imresize``)."""
-    out = imresize(img.astype(np.float32) / 255., 1 / factor)
-    return np.clip(np.rint(out * 255.), 0, 255).astype(np.uint8)
 
 
 def load_frame(frame, encoding='bmp', png_level=1):

@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from hoffr_arch.data.frame_io import bicubic_downscale
 from hoffr_arch.data.video_io import read_frames
 
 from .layout import DatasetError
-from .pack import bicubic_downscale
 
 GAMMA = 2.2
 MAX_SAMPLES = 65

@@ -49,7 +49,7 @@ def write_clip(folder, frames, name='{:08d}.png'):
 
 def make_reds(root, clips, prefix='train', h=32, w=48):
     """REDS layout with all four kinds; ``clips`` maps clip name -> number of frames."""
-    from datasets_lmdb.pack import bicubic_downscale
+    from hoffr_arch.data.frame_io import bicubic_downscale
     for seed, (clip, n) in enumerate(clips.items()):
         sharp = smooth_frames(n, h, w, seed)
         blur = [cv2.GaussianBlur(f, (5, 5), 1.5) for f in sharp]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from datasets_lmdb.__main__ import main as cli
-from datasets_lmdb.pack import bicubic_downscale
+from hoffr_arch.data.frame_io import bicubic_downscale
 from datasets_lmdb.synth import blur_clip
 from hoffr_arch.data.video_io import read_frames
 from hoffr_arch.data.frame_io import decode_frame, encode_raw

@@ -58,7 +58,7 @@ def pof_from_checkpoint(path):
 
 def read_pairs(sources, scale=4, max_frames=None):
     """[(HR clip (t, 3, H, W), LR clip (t, 3, H/s, W/s))] in [0, 1] RGB, sizes cropped to multiples of 8s."""
-    from datasets_lmdb.pack import bicubic_downscale
+    from hoffr_arch.data.frame_io import bicubic_downscale
     from hoffr_arch.data.video_io import read_frames
     clips = []
     for source in sources:
@@ -92,7 +92,7 @@ def dis_flow(prev, cur):
 
 def shifted_pair(hr, dx, dy, scale):
     """A real frame and the same frame moved so that flow (dx, dy) LR pixels warps the first onto the second."""
-    from datasets_lmdb.pack import bicubic_downscale
+    from hoffr_arch.data.frame_io import bicubic_downscale
     img = (hr.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     # second[p] = first[p + d]: sample the HR frame at p + scale * d
     m = np.float32([[1, 0, scale * dx], [0, 1, scale * dy]])

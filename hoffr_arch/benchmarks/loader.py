@@ -23,7 +23,7 @@ import hoffr_arch  # noqa: F401  (compat first)
 from basicsr.data.reds_dataset import REDSRecurrentDataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from datasets_lmdb import pack, reds_plan
-from datasets_lmdb.pack import bicubic_downscale
+from hoffr_arch.data.frame_io import bicubic_downscale
 from hoffr_arch.data.video_io import read_frames
 from hoffr_arch.data.vsrdb_dataset import VSRDBRecurrentDataset
 

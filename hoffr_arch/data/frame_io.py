@@ -13,13 +13,16 @@ A stored value is one of:
 ``decode_frame`` tells them apart by the header, so a reader needs no per-key format table.
 
 Also the folder scanning shared by the datasets and the converters: natural sort, clip and frame
-listing with one clear error per bad input.
+listing with one clear error per bad input; and ``bicubic_downscale``, how every LR frame we store
+or compare against is made from its HR frame.
 """
 import re
 import struct
 
 import cv2
 import numpy as np
+
+from basicsr.utils.matlab_functions import imresize  # hoffr_arch/__init__ has applied compat
 
 RAW_MAGIC = b'HFRW'
 _HEADER = struct.Struct('<4sIII')
@@ -183,3 +186,10 @@ def decode_frame(buf, crop=None):
         top, left, ch, cw = crop
         img = img[top:top + ch, left:left + cw]
     return np.array(img)  # a writable copy: of the crop only, for bmp and raw frames
+
+
+def bicubic_downscale(img, factor):
+    """(h, w, c) uint8 -> (h/factor, w/factor, c) uint8 with MATLAB's bicubic (BasicSR's ``imresize``),
+    as REDS's and BasicSR's LR frames are made."""
+    out = imresize(img.astype(np.float32) / 255., 1 / factor)
+    return np.clip(np.rint(out * 255.), 0, 255).astype(np.uint8)
