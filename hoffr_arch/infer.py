@@ -13,7 +13,8 @@ stops with exit 1 naming the frame reached and keeps the partial output (``--all
 it). ``--overwrite`` replaces only an output of this tool (a video, or a folder of %08d.png frames).
 Grey input gives grey output; alpha is upscaled bicubically and kept in PNG output (a video output
 refuses it). ``--tile N`` processes N x N LR tiles (each its own recurrent stream) so memory follows
-the tile; ``--backend onnxruntime`` runs a graph from ``python -m hoffr_arch.export``.
+the tile; at 4K output the H.264/HEVC encoder's own look-ahead buffers then dominate: ``--lookahead``
+bounds them. ``--backend onnxruntime`` runs a graph from ``python -m hoffr_arch.export``.
 Weights: without ``--model``, the shipped CPU-trained HOFFR-S starter model
 (``hoffr_arch/assets/HOFFR_S_x4.pth``). A checkpoint's network options come from ``--opt``, from the
 checkpoint itself (``network_g``, as the shipped one holds them) or from the training YAML BasicSR
