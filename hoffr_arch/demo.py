@@ -53,8 +53,8 @@ def evaluate(opt, weights, lmdb_root, device):
     """Scores of the trained network on the held-out clips (``hoffr_arch.evaluation.evaluate``)."""
     opt_net = dict(opt['network_g'], pof_path=None)  # the checkpoint holds the trained POF
     net = load_weights(build_network(opt_net), weights, what='HOFFR').to(device).eval()
-    return evaluation.evaluate(torch_step(net), evaluation.test_dataset(lmdb_root / 'test', 'demo_test'),
-                               opt['scale'], device, net=net)
+    dataset = evaluation.test_dataset(lmdb_root / 'test', 'demo_test')
+    return evaluation.evaluate(evaluation.streamed(torch_step(net)), dataset, opt['scale'], device, net=net)
 
 
 def main(argv=None):
@@ -85,7 +85,7 @@ def main(argv=None):
 
     out_dir = root / 'demo_output'
     out_dir.mkdir(exist_ok=True)
-    gain = scores['HOFFR'][0] - scores['bicubic'][0]
+    gain = scores['model'][0] - scores['bicubic'][0]
     lines = ['| method (held-out clips, RGB, all frames) | PSNR (dB) | SSIM |', '|---|---|---|']
     lines += [f'| {"bicubic x4 of the blurry input" if k == "bicubic" else "HOFFR (this demo)"} | {p:.2f} | {s:.4f} |'
               for k, (p, s) in scores.items()]

@@ -1,19 +1,23 @@
-"""Scoring a trained HOFFR on held-out clips: the one evaluation loop the demo, the ablation and the
-starter model's card use.
+"""Scoring a restoration model on held-out clips: the one evaluation loop that the demo, the
+ablation, the starter model's card and the comparison with other VSR models (``benchmarks.compare``) use.
 
     python -m hoffr_arch.evaluation --data datasets/corpus/val                # the shipped HOFFR-S
     python -m hoffr_arch.evaluation --data DIR --model net_g_latest.pth [--tile 64]
 
-``evaluate(step, dataset)`` runs a step callable (``hoffr_arch.streaming``: the network, tiled or
-not, or ONNX Runtime) over every clip of a ``VSRDBTestDataset`` and returns PSNR/SSIM (RGB, no
-border crop, all frames; BasicSR's ``calculate_psnr``/``calculate_ssim``) of the output and of
-bicubic upscaling of the blurry input, and the gain over bicubic of each clip's first frame (which
-has no previous frame to draw on) and of its later frames: the recurrence pays when the second is
-larger. With the network itself (``net=``), also the warping error of its own LR flow on the sharp
-LR frames against no flow.
+``evaluate(run_clip, dataset)`` runs a model over every clip of a ``VSRDBTestDataset``: ``run_clip``
+takes a clip's blurry LR frames and yields its HR frames one by one, so a streaming model is scored
+frame by frame (``streamed(step)``, for the step callables of ``hoffr_arch.streaming``: the network,
+tiled or not, or ONNX Runtime) and a whole-clip model (BasicVSR, ...) yields from its output.
+Scores, all on RGB (BasicSR's ``calculate_psnr``/``calculate_ssim``/tOF): PSNR/SSIM of every frame with
+no border crop (BasicSR's protocol) and of the output and of bicubic upscaling of the blurry input;
+FMA-Net's protocol (the first and last frame of each clip left out, 4-pixel border crop); tOF; the
+gain over bicubic of each clip's first frame (which has no previous frame to draw on) and of its
+later frames: the recurrence pays when the second is larger. With the network itself (``net=``),
+also the warping error of its own LR flow on the sharp LR frames against no flow.
 """
 import argparse
 import sys
+import time
 
 import numpy as np
 import torch
@@ -22,42 +26,72 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import tensor2img
 from basicsr.utils.matlab_functions import imresize
 from hoffr_arch.metrics.flow_metric import calculate_warp_error
+from hoffr_arch.metrics.tof_metric import calculate_tof
 
 
-def evaluate(step, dataset, scale=4, device='cpu', net=None):
+def streamed(step):
+    """A step callable (``hoffr_arch.streaming``) as a clip runner: (t, c, h, w) -> its HR frames
+    (c, s*h, s*w), one at a time, the recurrent state carried from frame to frame."""
+    def run_clip(lq):
+        state = None
+        for i in range(lq.shape[0]):
+            hr, state, _ = step(lq[i:i + 1], state)
+            yield hr[0]
+    return run_clip
+
+
+def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False):
     """Scores on ``dataset`` (``VSRDBTestDataset``; ``lq_sharp`` needed for the warping error).
 
-    Returns a dict: 'HOFFR' and 'bicubic' (mean PSNR, SSIM over all frames), 'gain_first' and
-    'gain_later' (dB over bicubic, averaged over clips), 'per_clip' [(clip, first, later)],
-    'warp_pof' and 'warp_zero' (NaN without ``net``), 'picture' (bicubic, output, GT of one frame).
+    Returns a dict: 'model' and 'bicubic' (mean PSNR, SSIM over all frames), 'fma' (PSNR, SSIM by
+    FMA-Net's protocol), 'tof' (NaN unless ``tof``: it costs two optical flows a frame), 'gain_first' and 'gain_later' (dB over bicubic, averaged over
+    clips), 'per_clip' [(clip, first, later)], 'warp_pof' and 'warp_zero' (NaN without ``net``),
+    'picture' (bicubic, output, GT of one frame), 'frames' and 'seconds' (the time spent in
+    ``run_clip`` alone, synchronised on CUDA).
     """
-    scores = {'bicubic': [], 'HOFFR': []}
-    per_clip, warp, picture = [], {'pof': [], 'zero': []}, None
+    device = torch.device(device)
+    scores = {'bicubic': [], 'model': [], 'fma': []}
+    per_clip, warp, tofs, picture, seconds, frames = [], {'pof': [], 'zero': []}, [], None, 0., 0
     for index in range(len(dataset)):
         clip = dataset[index]
         lq = clip['lq'].to(device)
-        state, gains = None, []
+        gains, outs, gts = [], [], []
         with torch.inference_mode():
+            frames_out = iter(run_clip(lq))
             for i in range(lq.shape[0]):
-                hr, state, _ = step(lq[i:i + 1], state)
+                start = time.perf_counter()
+                hr = next(frames_out)
+                if device.type == 'cuda':
+                    torch.cuda.synchronize(device)
+                seconds += time.perf_counter() - start
                 gt = tensor2img(clip['gt'][i])
-                results = {'bicubic': tensor2img(imresize(clip['lq'][i], scale).clamp(0, 1)), 'HOFFR': tensor2img(hr[0].cpu())}
-                for name, img in results.items():
-                    scores[name].append((calculate_psnr(img, gt, 0), calculate_ssim(img, gt, 0)))
-                gains.append(scores['HOFFR'][-1][0] - scores['bicubic'][-1][0])
+                out = tensor2img(hr.float().cpu())
+                bicubic = tensor2img(imresize(clip['lq'][i], scale).clamp(0, 1))
+                scores['model'].append((calculate_psnr(out, gt, 0), calculate_ssim(out, gt, 0)))
+                scores['bicubic'].append((calculate_psnr(bicubic, gt, 0), calculate_ssim(bicubic, gt, 0)))
+                if 0 < i < lq.shape[0] - 1:
+                    scores['fma'].append((calculate_psnr(out, gt, 4), calculate_ssim(out, gt, 4)))
+                gains.append(scores['model'][-1][0] - scores['bicubic'][-1][0])
+                if tof:
+                    outs.append(out)
+                    gts.append(gt)
                 if picture is None and i == lq.shape[0] // 2:
-                    picture = (results['bicubic'], results['HOFFR'], gt)
+                    picture = (bicubic, out, gt)
             if net is not None and 'lq_sharp' in clip and lq.shape[0] > 1:
                 # the POF alone on the blurry pairs, as the network runs it (not a second full pass)
                 flow = net.pof(lq[:-1], lq[1:])['lr']
                 sharp = clip['lq_sharp'].to(device)
                 warp['pof'].append(calculate_warp_error(sharp[:-1], sharp[1:], flow))
                 warp['zero'].append(calculate_warp_error(sharp[:-1], sharp[1:], torch.zeros_like(flow)))
+        frames += lq.shape[0]
+        if tof:
+            tofs.append(calculate_tof(outs, gts))
         per_clip.append((clip.get('folder', str(index)), gains[0],
                          float(np.mean(gains[1:])) if len(gains) > 1 else float('nan')))
-    result = {k: tuple(np.mean(v, axis=0)) for k, v in scores.items()}
+    result = {k: tuple(np.mean(v, axis=0)) if v else (float('nan'), float('nan')) for k, v in scores.items()}
     result.update(gain_first=float(np.mean([c[1] for c in per_clip])),
                   gain_later=float(np.nanmean([c[2] for c in per_clip])), per_clip=per_clip,
+                  tof=float(np.mean(tofs)) if tofs else float('nan'), frames=frames, seconds=seconds,
                   warp_pof=float(np.mean(warp['pof'])) if warp['pof'] else float('nan'),
                   warp_zero=float(np.mean(warp['zero'])) if warp['zero'] else float('nan'), picture=picture)
     return result
@@ -77,7 +111,7 @@ def test_dataset(root, name='heldout'):
 
 def report(result):
     """The lines that say what ``evaluate`` found."""
-    (p, s), (bp, bs) = result['HOFFR'], result['bicubic']
+    (p, s), (bp, bs) = result['model'], result['bicubic']
     lines = [f'HOFFR {p:.2f} dB / {s:.4f}, bicubic {bp:.2f} dB / {bs:.4f}: {p - bp:+.2f} dB',
              f'first frames {result["gain_first"]:+.2f} dB, later frames {result["gain_later"]:+.2f} dB over bicubic '
              f'(the recurrence adds {result["gain_later"] - result["gain_first"]:+.2f} dB)']
@@ -104,16 +138,16 @@ def main(argv=None):
     except (InferError, DatasetError, KeyError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    result = evaluate(torch_step(net), dataset, net.scale, args.device, net=net)
+    result = evaluate(streamed(torch_step(net)), dataset, net.scale, args.device, net=net)
     print(f'{args.data}: {len(dataset)} clips')
     for clip, first, later in result['per_clip']:
         print(f'  {clip}: first frame {first:+.2f} dB, later frames {later:+.2f} dB over bicubic')
     print('\n'.join(report(result)))
     if args.tile:
-        tiled = evaluate(TiledStep(torch_step(net), net.scale, args.tile, args.tile_overlap), dataset, net.scale,
-                         args.device)
-        print(f'tiles {args.tile} (overlap {args.tile_overlap}): {tiled["HOFFR"][0]:.3f} dB vs whole frames '
-              f'{result["HOFFR"][0]:.3f} dB ({tiled["HOFFR"][0] - result["HOFFR"][0]:+.3f} dB)')
+        tiled = evaluate(streamed(TiledStep(torch_step(net), net.scale, args.tile, args.tile_overlap)), dataset,
+                         net.scale, args.device)
+        print(f'tiles {args.tile} (overlap {args.tile_overlap}): {tiled["model"][0]:.3f} dB vs whole frames '
+              f'{result["model"][0]:.3f} dB ({tiled["model"][0] - result["model"][0]:+.3f} dB)')
     return result
 
 

@@ -82,3 +82,40 @@ def test_spynet_models_refuse_small_patches_before_training(tmp_path, capsys):
     assert exit_.value.code == 2
     assert 'BasicVSR train on LR patches of at least 64' in capsys.readouterr().err
     assert not (tmp_path / 'out' / 'experiments').exists()
+
+
+def test_one_evaluation_loop_scores_by_value(tmp_path):
+    """hoffr_arch.evaluation.evaluate: bicubic output gains exactly 0; a model that is bicubic at each
+    clip's first frame and better after gains only on later frames; FMA-Net's protocol by value;
+    streamed() hands each step the state the previous one returned."""
+    from basicsr.metrics import calculate_psnr
+    from basicsr.utils import tensor2img
+    from basicsr.utils.matlab_functions import imresize
+    from hoffr_arch.evaluation import evaluate, streamed, test_dataset
+    src = make_reds(tmp_path / 'REDS', {'000': 4, '001': 4}, h=64, w=64)
+    assert datasets_cli(['reds', '--input', str(src), '--output', str(tmp_path / 'lmdb')]) == 0
+    data = test_dataset(tmp_path / 'lmdb' / 'train')
+    seen = []
+
+    def bicubic_step(lq, state):
+        seen.append(state)
+        return imresize(lq[0], 4)[None], len(seen), None
+
+    plain = evaluate(streamed(bicubic_step), data)
+    assert plain['model'] == plain['bicubic'] and plain['gain_first'] == plain['gain_later'] == 0
+    assert seen == [None, 1, 2, 3, None, 5, 6, 7]  # a new clip starts from no state
+    clips = iter([data[i] for i in range(len(data))])
+
+    def better_after_first(lq):
+        clip = next(clips)
+        for i in range(lq.shape[0]):
+            bicubic = imresize(clip['lq'][i], 4).clamp(0, 1)
+            yield bicubic if i == 0 else (bicubic + clip['gt'][i]) / 2
+
+    result = evaluate(better_after_first, data, tof=True)
+    assert result['gain_first'] == 0 and result['gain_later'] > 0.5 and result['frames'] == 8
+    assert [c[0] for c in result['per_clip']] == ['000', '001']
+    fma = [calculate_psnr(tensor2img((imresize(c['lq'][i], 4).clamp(0, 1) + c['gt'][i]) / 2), tensor2img(c['gt'][i]), 4)
+           for c in (data[0], data[1]) for i in (1, 2)]
+    assert result['fma'][0] == pytest.approx(sum(fma) / 4, abs=1e-6)
+    assert math.isfinite(result['tof']) and math.isnan(plain['tof'])

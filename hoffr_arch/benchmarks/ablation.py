@@ -86,10 +86,10 @@ def main(argv=None):
                 return 1
             minutes = (time.time() - start) / 60
         r = evaluate(opt, weights, lmdb_root, device)
-        rows.append({'variant': name, 'psnr': r['HOFFR'][0], 'ssim': r['HOFFR'][1], 'bicubic_psnr': r['bicubic'][0],
+        rows.append({'variant': name, 'psnr': r['model'][0], 'ssim': r['model'][1], 'bicubic_psnr': r['bicubic'][0],
                      'gain_first': r['gain_first'], 'gain_later': r['gain_later'],
                      'warp_ratio': r['warp_pof'] / r['warp_zero'], 'train_minutes': minutes})
-        print(f"  {name}: PSNR {r['HOFFR'][0]:.2f} dB ({minutes:.1f} min)", flush=True)
+        print(f"  {name}: PSNR {r['model'][0]:.2f} dB ({minutes:.1f} min)", flush=True)
     head = ('| variant | PSNR | SSIM | gain over bicubic, first frames | later frames | recurrence adds | '
             'POF warp error / no flow | training min |')
     lines = [f'Demo data, held-out clips, {opt["train"]["total_iter"]} iterations each, seed {opt["manual_seed"]}, '

@@ -39,7 +39,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 from torch.nn import functional as F
@@ -120,13 +119,12 @@ def flops_per_frame(name, net, lq):
 
 
 def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=None):
-    """Runs in its own process: metrics, cost and peak memory of one model on the test set."""
+    """Runs in its own process: metrics, cost and peak memory of one model on the test set, scored
+    by the one evaluation loop (``hoffr_arch.evaluation.evaluate``, each clip run whole)."""
     import hoffr_arch  # noqa: F401  (compat in this process too)
-    from basicsr.metrics import calculate_psnr, calculate_ssim
-    from basicsr.utils import tensor2img
+    from hoffr_arch import evaluation
     from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
     from hoffr_arch.checkpoint import load_weights
-    from hoffr_arch.metrics.tof_metric import calculate_tof
     torch.set_grad_enabled(False)  # this function runs in its own process
     device = torch.device(device)
     net = None
@@ -138,38 +136,20 @@ def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=Non
         net = net.to(device).eval()
         params = sum(p.numel() for p in net.parameters())
     dataset = VSRDBTestDataset(dict(data_opt, max_frames=max_frames))
+    flops = flops_per_frame(name, net, dataset[0]['lq'][None].to(device)) if len(dataset) else 0.
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    scores = {'psnr': [], 'ssim': [], 'psnr_fma': [], 'ssim_fma': [], 'tof': []}
-    seconds, frames, flops = 0., 0, None
-    for index in range(len(dataset)):
-        clip = dataset[index]
-        lq = clip['lq'][None].to(device)
-        if flops is None:
-            flops = flops_per_frame(name, net, lq)
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        out = restore(name, net, lq)
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        seconds += time.perf_counter() - start
-        frames += out.shape[0]
-        outs = [tensor2img(f) for f in out.cpu()]
-        gts = [tensor2img(f) for f in clip['gt']]
-        for i, (o, g) in enumerate(zip(outs, gts)):
-            scores['psnr'].append(calculate_psnr(o, g, 0))
-            scores['ssim'].append(calculate_ssim(o, g, 0))
-            if 0 < i < len(outs) - 1:
-                scores['psnr_fma'].append(calculate_psnr(o, g, 4))
-                scores['ssim_fma'].append(calculate_ssim(o, g, 4))
-        scores['tof'].append(calculate_tof(outs, gts))
+
+    def run_clip(lq):
+        yield from restore(name, net, lq[None])
+
+    result = evaluation.evaluate(run_clip, dataset, device=device, tof=True)
     peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    row = {'model': name, 'params_M': params / 1e6, 'gflops_per_frame': (flops or 0) / 1e9,
-           'sec_per_frame': seconds / max(frames, 1), 'peak_mem_MiB': peak / 2**20, 'frames': frames}
-    row.update({k: float(np.mean(v)) if v else float('nan') for k, v in scores.items()})
-    return row
+    return {'model': name, 'params_M': params / 1e6, 'gflops_per_frame': flops / 1e9,
+            'sec_per_frame': result['seconds'] / max(result['frames'], 1), 'peak_mem_MiB': peak / 2**20,
+            'frames': result['frames'], 'psnr': result['model'][0], 'ssim': result['model'][1],
+            'psnr_fma': result['fma'][0], 'ssim_fma': result['fma'][1], 'tof': result['tof']}
 
 
 def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame, out, constant_lr=False):
