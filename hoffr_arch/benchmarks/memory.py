@@ -48,11 +48,11 @@ def measure(model, length, size, device, tile=0):
     with torch.inference_mode():
         if model.startswith('HOFFR'):
             net = HOFFR().to(device).eval()
-            step = TiledStep(torch_step(net), net.scale, tile) if tile else torch_step(net)
+            step = TiledStep(torch_step(net), net.scale, tile, hr_dtype=torch.uint8) if tile else torch_step(net)
             state, checksum = None, 0.
             for img in clip_frames(length, size):
                 hr, state, _ = step(to_tensor(img, device, torch.float32), state)
-                checksum += float(hr.mean())  # the frame would be written out here
+                checksum += float(hr.sum())  # the frame would be written out here
         else:
             from basicsr.archs.basicvsr_arch import BasicVSR
             net = BasicVSR(num_feat=64, num_block=15).to(device).eval()
