@@ -80,7 +80,7 @@ def main(argv=None):
     weights = root / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     result = evaluate(opt, weights, lmdb_root, device)
-    scores = {k: result[k] for k in ('bicubic', 'HOFFR')}
+    scores = {k: result[k] for k in ('bicubic', 'model')}
     picture = result['picture']
 
     out_dir = root / 'demo_output'
