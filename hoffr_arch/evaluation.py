@@ -44,8 +44,8 @@ def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False):
     """Scores on ``dataset`` (``VSRDBTestDataset``; ``lq_sharp`` needed for the warping error).
 
     Returns a dict: 'model' and 'bicubic' (mean PSNR, SSIM over all frames), 'fma' (PSNR, SSIM by
-    FMA-Net's protocol), 'tof' (NaN unless ``tof``: it costs two optical flows a frame), 'gain_first' and 'gain_later' (dB over bicubic, averaged over
-    clips), 'per_clip' [(clip, first, later)], 'warp_pof' and 'warp_zero' (NaN without ``net``),
+    FMA-Net's protocol), 'tof' (NaN unless ``tof``: it costs two optical flows a frame),
+    'gain_first' and 'gain_later' (dB over bicubic, averaged over clips), 'per_clip' [(clip, first, later)], 'warp_pof' and 'warp_zero' (NaN without ``net``),
     'picture' (bicubic, output, GT of one frame), 'frames' and 'seconds' (the time spent in
     ``run_clip`` alone, synchronised on CUDA).
     """

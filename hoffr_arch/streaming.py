@@ -118,7 +118,7 @@ class TiledStep:
         if len(states) != len(rows) * len(cols):
             raise ValueError('TiledStep: the frame size changed mid-clip')
         hr = lq.new_empty(n, c, s * h, s * w, dtype=self.hr_dtype or lq.dtype)
-        paste = quantize if hr.dtype == torch.uint8 else (lambda t: t.to(hr.dtype))
+        paste = quantize if hr.dtype == torch.uint8 else (lambda t: t)  # slice assignment casts
         deblurred = lq.new_empty(n, c, h, w)
         for i, (y0, y1, cy0, cy1) in enumerate(rows):
             for j, (x0, x1, cx0, cx1) in enumerate(cols):

@@ -313,10 +313,12 @@ class MediaWriter:
         stream.codec_context.time_base = self.time_base
         stream.time_base = self.time_base
         if self.codec in ('libx264', 'libx265'):
-            stream.options = {'crf': str(self.crf), 'preset': self.preset}
-            if self.lookahead is not None:
-                stream.options = dict(stream.options, **({'rc-lookahead': str(self.lookahead)} if self.codec == 'libx264'
-                                                         else {'x265-params': f'rc-lookahead={self.lookahead}'}))
+            options = {'crf': str(self.crf), 'preset': self.preset}
+            if self.lookahead is not None and self.codec == 'libx264':
+                options['rc-lookahead'] = str(self.lookahead)
+            elif self.lookahead is not None:
+                options['x265-params'] = f'rc-lookahead={self.lookahead}'
+            stream.options = options
         if self.source is not None and self.source.rotation:
             stream.set_display_rotation(self.source.rotation)
         if self.source is not None:
