@@ -57,6 +57,34 @@ def evaluate(opt, weights, lmdb_root, device):
     return evaluation.evaluate(evaluation.streamed(torch_step(net)), dataset, opt['scale'], device, net=net)
 
 
+def report(result, out_dir, wall):
+    """The demo's table (``out_dir/results.md``) and picture (``out_dir/side_by_side.png``) from
+    ``hoffr_arch.evaluation.evaluate``'s result of a run with the network (``net=``); ``wall`` says how
+    long the demo took, on what. Returns the table."""
+    scores = {k: result[k] for k in ('bicubic', 'model')}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(exist_ok=True)
+    gain = scores['model'][0] - scores['bicubic'][0]
+    lines = ['| method (held-out clips, RGB, all frames) | PSNR (dB) | SSIM |', '|---|---|---|']
+    lines += [f'| {"bicubic x4 of the blurry input" if k == "bicubic" else "HOFFR (this demo)"} | {p:.2f} | {s:.4f} |'
+              for k, (p, s) in scores.items()]
+    lines.append(f'\nHOFFR - bicubic: {gain:+.2f} dB; first frames {result["gain_first"]:+.2f} dB, later frames '
+                 f'{result["gain_later"]:+.2f} dB (the recurrence adds {result["gain_later"] - result["gain_first"]:+.2f} dB); '
+                 f'POF warping error on sharp LR {result["warp_pof"]:.2f} vs {result["warp_zero"]:.2f} without flow '
+                 f'({result["warp_pof"] / result["warp_zero"]:.2f}x). Total wall time {wall}.')
+    table = '\n'.join(lines)
+    (out_dir / 'results.md').write_text(table + '\n')
+    labelled = []
+    for img, label in zip(result['picture'], ('input (bicubic x4)', 'HOFFR', 'ground truth')):
+        img = img.copy()
+        cv2.putText(img, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+        labelled.append(img)
+    cv2.imwrite(str(out_dir / 'side_by_side.png'), np.hstack(labelled))
+    print('\n' + table)
+    print(f'written: {out_dir / "results.md"}, {out_dir / "side_by_side.png"} ({result["picture"][2].shape[0]}p frames)')
+    return table
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--opt', default=None, help='training options (default: options/demo/train_demo.yml)')
@@ -80,30 +108,7 @@ def main(argv=None):
     weights = root / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     result = evaluate(opt, weights, lmdb_root, device)
-    scores = {k: result[k] for k in ('bicubic', 'model')}
-    picture = result['picture']
-
-    out_dir = root / 'demo_output'
-    out_dir.mkdir(exist_ok=True)
-    gain = scores['model'][0] - scores['bicubic'][0]
-    lines = ['| method (held-out clips, RGB, all frames) | PSNR (dB) | SSIM |', '|---|---|---|']
-    lines += [f'| {"bicubic x4 of the blurry input" if k == "bicubic" else "HOFFR (this demo)"} | {p:.2f} | {s:.4f} |'
-              for k, (p, s) in scores.items()]
-    lines.append(f'\nHOFFR - bicubic: {gain:+.2f} dB; first frames {result["gain_first"]:+.2f} dB, later frames '
-                 f'{result["gain_later"]:+.2f} dB (the recurrence adds {result["gain_later"] - result["gain_first"]:+.2f} dB); '
-                 f'POF warping error on sharp LR {result["warp_pof"]:.2f} vs {result["warp_zero"]:.2f} without flow '
-                 f'({result["warp_pof"] / result["warp_zero"]:.2f}x). Total wall time {time.time() - start:.0f} s on {device}.')
-    table = '\n'.join(lines)
-    (out_dir / 'results.md').write_text(table + '\n')
-    h = picture[2].shape[0]
-    labelled = []
-    for img, label in zip(picture, ('input (bicubic x4)', 'HOFFR', 'ground truth')):
-        img = img.copy()
-        cv2.putText(img, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
-        labelled.append(img)
-    cv2.imwrite(str(out_dir / 'side_by_side.png'), np.hstack(labelled))
-    print('\n' + table)
-    print(f'written: {out_dir / "results.md"}, {out_dir / "side_by_side.png"} ({h}p frames)')
+    report(result, root / 'demo_output', f'{time.time() - start:.0f} s on {device}')
     return result
 
 

@@ -119,3 +119,28 @@ def test_one_evaluation_loop_scores_by_value(tmp_path):
            for c in (data[0], data[1]) for i in (1, 2)]
     assert result['fma'][0] == pytest.approx(sum(fma) / 4, abs=1e-6)
     assert math.isfinite(result['tof']) and math.isnan(plain['tof'])
+
+
+def test_demo_reports_what_the_evaluation_measured(tmp_path, checkpoint):
+    """The demo's last step, as ``make demo`` runs it after training: a checkpoint scored on the held-out
+    split by ``demo.evaluate``, then ``demo.report``'s table and picture carry those very numbers."""
+    import cv2
+    import torch
+    import yaml
+    from hoffr_arch import demo
+    weights, net = checkpoint
+    opt = yaml.safe_load((weights.parents[1] / 'x.yml').read_text())
+    opt['scale'] = 4
+    src = make_reds(tmp_path / 'REDS', {'000': 3, '001': 3}, h=64, w=64)
+    assert datasets_cli(['reds', '--input', str(src), '--output', str(tmp_path / 'lmdb')]) == 0
+    (tmp_path / 'lmdb' / 'train').rename(tmp_path / 'lmdb' / 'test')  # the demo's held-out split
+    result = demo.evaluate(opt, weights, tmp_path / 'lmdb', torch.device('cpu'))
+    table = demo.report(result, tmp_path / 'out', '1 s on cpu')
+    assert (tmp_path / 'out' / 'results.md').read_text() == table + '\n'
+    rows = {line.split('|')[1].strip(): line.split('|')[2:4] for line in table.splitlines()[2:4]}
+    assert float(rows['HOFFR (this demo)'][0]) == pytest.approx(result['model'][0], abs=0.005)
+    assert float(rows['bicubic x4 of the blurry input'][1]) == pytest.approx(result['bicubic'][1], abs=5e-5)
+    assert f'{result["model"][0] - result["bicubic"][0]:+.2f} dB' in table
+    assert f'({result["warp_pof"] / result["warp_zero"]:.2f}x)' in table and 0 < result['warp_zero']
+    picture = cv2.imread(str(tmp_path / 'out' / 'side_by_side.png'))
+    assert picture.shape == (64, 3 * 64, 3)  # input, HOFFR, ground truth of one held-out HR frame
