@@ -5,8 +5,8 @@
    iterations per second and peak memory;
 2. inference, seconds per frame at LR 180x320 (x4), HOFFR against BasicVSR (``benchmarks.speed``);
 3. a one-GPU ``torchrun`` (nccl) run of ``hoffr_arch.train`` on data synthesised from the bundled clip;
-4. HOFFR-S trained for ``--minutes`` on that data (``--time-budget``), scored on its held-out clips
-   against bicubic (``hoffr_arch.evaluation``).
+4. HOFFR-S trained for ``--minutes`` on that data or on a corpus (``--data``), its EMA weights packed
+   as a release file and scored on the held-out clips against bicubic (``hoffr_arch.evaluation``).
 On a CPU (``--device cpu --iters 2 --minutes 0.2``) it checks its own code paths.
 """
 import argparse
@@ -62,6 +62,84 @@ def make_data(root):
     return build_data(root)
 
 
+def hoffr_s_speed(net_opt, device, batch, gt_size, frames, scale=4, iters=10):
+    """Iterations per second of HOFFR-S training (SR + DB losses) at the run's batch shape, to size
+    its cosine schedule to the minutes it is given."""
+    from basicsr.archs import build_network
+    torch.manual_seed(0)
+    net = build_network(dict(net_opt, pof_path=None)).to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    sr, db = SRLoss(), DBLoss()
+    lq = torch.rand(batch, frames, 3, gt_size // scale, gt_size // scale, device=device)
+    gt = torch.rand(batch, frames, 3, gt_size, gt_size, device=device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out, aux = net(lq, return_aux=True)
+        (sr(out, gt) + db(aux['deblurred'], lq)).backward()
+        opt.step()
+    step()
+    step()
+    speed._sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    speed._sync(device)
+    return iters / (time.perf_counter() - start)
+
+
+def train_hoffr_s(args, opt, corpus, out, env, device):
+    """HOFFR-S trained through BasicSR's runner for ``args.minutes`` on ``corpus/train``: a cosine
+    schedule sized from the measured speed (0.8 of the minutes), ``--time-budget`` as the backstop.
+    Its EMA weights are packed (``out/HOFFR_S_x4_gpu.pth``) and scored on ``corpus/val`` or
+    ``corpus/test`` against bicubic when the corpus has one. One row of the table."""
+    from basicsr.archs import build_network
+    from hoffr_arch import evaluation
+    from hoffr_arch.checkpoint import load_weights, pack_release
+    from hoffr_arch.streaming import torch_step
+    opt = yaml.safe_load(yaml.safe_dump(opt))
+    held = next((corpus / s for s in ('val', 'test') if (corpus / s / 'meta_info.txt').exists()), None)
+    if held is None:  # nothing held out: no validation (BasicSR's runner validates after the last iteration)
+        opt['datasets'].pop('val', None)
+        opt.pop('val', None)
+    for phase, split in (('train', corpus / 'train'), ('val', held)):
+        if phase not in opt['datasets']:
+            continue
+        ds = opt['datasets'][phase]
+        for key in ('dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file'):
+            if key in ds:
+                ds[key] = str(split / Path(ds[key]).name)
+    train_ds = opt['datasets']['train']
+    for key, value in (('batch_size_per_gpu', args.batch), ('gt_size', args.gt_size),
+                       ('num_worker_per_gpu', args.workers)):
+        if value is not None:
+            train_ds[key] = value
+    its = hoffr_s_speed(opt['network_g'], device, train_ds['batch_size_per_gpu'], train_ds['gt_size'],
+                        train_ds['num_frame'], opt['scale'])
+    total = max(10, int(its * args.minutes * 60 * 0.8))
+    opt['name'] = 'gpu_check_hoffr_s'
+    opt['train'] = dict(opt['train'], total_iter=total, scheduler=dict(opt['train']['scheduler'], periods=[total]))
+    (out / 'hoffr_s.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
+    label = (f'HOFFR-S, {args.minutes:g} min, batch {train_ds["batch_size_per_gpu"]} x {train_ds["num_frame"]} '
+             f'frames, {train_ds["gt_size"]}px GT')
+    ok, sec = run_train([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(out / 'hoffr_s.yml'),
+                         '--time-budget', str(args.minutes * 1.5)], env, 'HOFFR-S training')
+    if not ok:
+        return label, 'FAILED', ''
+    models = out / 'experiments' / opt['name'] / 'models'
+    done = (out / 'experiments' / opt['name'] / 'time_budget.csv').read_text().splitlines()[1:]
+    it, ckpt = (done[-1].split(',')[1:] if done else (str(total), models / 'net_g_latest.pth'))
+    release = pack_release(ckpt, opt['network_g'], out / 'HOFFR_S_x4_gpu.pth', param_key='params_ema')
+    label += f' ({it} iterations in {sec / 60:.1f} min)'
+    if held is None:
+        return label, f'weights: {release.name}', 'no held-out split in the corpus'
+    net = load_weights(build_network(dict(opt['network_g'], pof_path=None)), release).to(device).eval()
+    res = evaluation.evaluate(evaluation.streamed(torch_step(net)), evaluation.test_dataset(held), opt['scale'],
+                              device, net=net)
+    return (label, f'{res["model"][0]:.2f} dB vs bicubic {res["bicubic"][0]:.2f}',
+            f'first {res["gain_first"]:+.2f}, later {res["gain_later"]:+.2f} dB')
+
+
 def run_train(args, env, label):
     start = time.time()
     proc = subprocess.run(args, env=env, capture_output=True, text=True)
@@ -77,6 +155,11 @@ def main(argv=None):
     parser.add_argument('--iters', type=int, default=200)
     parser.add_argument('--minutes', type=float, default=2.0)
     parser.add_argument('--out', default='gpu_check')
+    parser.add_argument('--data', default=None, help='packed corpus (train/, and val/ or test/, as `python -m '
+                        'datasets_lmdb reds` writes) for the HOFFR-S run; default: the demo data of the bundled clip')
+    parser.add_argument('--batch', type=int, default=None, help='HOFFR-S batch size (default: its YAML)')
+    parser.add_argument('--gt-size', type=int, default=None, help='HOFFR-S GT patch size (default: its YAML)')
+    parser.add_argument('--workers', type=int, default=None, help='HOFFR-S data workers (default: its YAML)')
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     out = Path(args.out).resolve()
@@ -118,25 +201,7 @@ def main(argv=None):
                  f'{sec:.0f} s for 20 iterations'))
     print(rows[-1], flush=True)
 
-    short = dict(opt, name='gpu_check_hoffr_s', train=dict(opt['train'], total_iter=10 ** 7))
-    (out / 'hoffr_s.yml').write_text(yaml.safe_dump(short, sort_keys=False))
-    ok, sec = run_train([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(out / 'hoffr_s.yml'), '--time-budget',
-                         str(args.minutes)], env, 'HOFFR-S training')
-    if ok:
-        from hoffr_arch import evaluation
-        from hoffr_arch.checkpoint import load_weights
-        from hoffr_arch.streaming import torch_step
-        from basicsr.archs import build_network
-        budget = (out / 'experiments' / 'gpu_check_hoffr_s' / 'time_budget.csv').read_text().splitlines()[-1]
-        minutes, it, ckpt = budget.split(',')
-        net = load_weights(build_network(dict(opt['network_g'], pof_path=None)), ckpt).to(device).eval()
-        res = evaluation.evaluate(evaluation.streamed(torch_step(net)), evaluation.test_dataset(data / 'test'), 4, device,
-                                  net=net)
-        rows.append((f'HOFFR-S, {args.minutes:g} min ({it} iterations)',
-                     f'{res["model"][0]:.2f} dB vs bicubic {res["bicubic"][0]:.2f}',
-                     f'first {res["gain_first"]:+.2f}, later {res["gain_later"]:+.2f} dB'))
-    else:
-        rows.append((f'HOFFR-S, {args.minutes:g} min', 'FAILED', ''))
+    rows.append(train_hoffr_s(args, opt, Path(args.data) if args.data else data, out, env, device))
     print(rows[-1], flush=True)
 
     lines = [f'GPU check on {name} (torch {torch.__version__})', '', '| check | result | |', '|---|---|---|']
