@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from .data.frame_io import DatasetError
-from .options import OptionsError, check_options
+from .options import OptionsError, check_options, force_yml_entries
 
 
 def project_root():
@@ -35,7 +35,7 @@ def prepare(argv, is_train):
     argv[i] = str(Path(argv[i]).resolve())
     root = project_root()
     try:
-        opt = check_options(argv[i], is_train)
+        opt = check_options(argv[i], is_train, force_yml_entries(argv))
         root.mkdir(parents=True, exist_ok=True)
         os.chdir(root)
         check_data(opt)

@@ -6,10 +6,11 @@ checked against that class's constructor or, for our datasets, their documented 
 """
 import difflib
 import inspect
+import itertools
 
 import yaml
 
-from basicsr.utils.options import ordered_yaml
+from basicsr.utils.options import _postprocess_yml_value, ordered_yaml  # parse_options's own value parsing
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 
@@ -73,14 +74,43 @@ class _Checker:
         return cls
 
 
-def check_options(path, is_train=True):
-    """Validate the option file at ``path``; returns the parsed dict. Raises OptionsError."""
+def apply_force_yml(opt, entries, path='--force_yml'):
+    """``opt`` with BasicSR's ``--force_yml a:b=value`` overrides applied, as ``parse_options`` will
+    apply them (its own value parsing), so that what is checked is what will run."""
+    for entry in entries:
+        keys, sep, value = entry.partition('=')
+        if not sep or not keys.strip():
+            raise OptionsError(f"{path}: '--force_yml {entry}' is not KEY:SUBKEY=VALUE")
+        *parents, last = keys.strip().split(':')
+        section = opt
+        for key in parents:
+            if not isinstance(section.get(key), dict):
+                raise OptionsError(f"{path}: '--force_yml {entry}': no section '{key}' to set '{last}' in")
+            section = section[key]
+        section[last] = _postprocess_yml_value(value.strip())
+    return opt
+
+
+def force_yml_entries(argv):
+    """The values of ``--force_yml`` in a command line (BasicSR takes one or more after the flag)."""
+    if '--force_yml' not in argv:
+        return []
+    rest = argv[argv.index('--force_yml') + 1:]
+    return list(itertools.takewhile(lambda a: not a.startswith('-'), rest))
+
+
+def check_options(path, is_train=True, force=()):
+    """Validate the option file at ``path`` with the ``--force_yml`` overrides ``force`` applied;
+    returns the parsed dict. Raises OptionsError."""
     with open(path) as f:
         try:
             opt = yaml.load(f, Loader=ordered_yaml()[0])
         except yaml.YAMLError as err:
             raise OptionsError(f'{path}: not valid YAML: {err}') from None
     c = _Checker(path)
+    if not isinstance(opt, dict):
+        c.fail('not a mapping of options')
+    apply_force_yml(opt, force, path)
     required = ['name', 'model_type', 'scale', 'num_gpu', 'network_g', 'datasets', 'path']
     required += ['train', 'logger'] if is_train else ['val']
     c.keys(opt, '', TOP, required)

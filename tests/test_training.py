@@ -279,6 +279,32 @@ def test_bad_option_file_fails_at_start_naming_the_key(tmp_path, lmdb_data):
         check_options(shipped, is_train='/test/' not in str(shipped))
 
 
+def test_force_yml_is_checked_as_it_will_run(tmp_path, lmdb_data, monkeypatch):
+    """The options are checked with ``--force_yml`` applied: an override can point a YAML whose data is
+    elsewhere at real data (it failed on the un-overridden path before), and cannot smuggle in a typo."""
+    from hoffr_arch._entry import prepare
+    opt = train_options(tmp_path, lmdb_data)
+    cfg = yaml.safe_load(opt.read_text())
+    real = cfg['datasets']['train']['dataroot_gt']
+    cfg['datasets']['train']['dataroot_gt'] = str(tmp_path / 'elsewhere' / 'sharp.lmdb')
+    opt.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv('HOFFR_ROOT', str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, 'argv', ['train'])
+    with pytest.raises(SystemExit) as missing:
+        prepare(['-opt', str(opt)], is_train=True)
+    assert missing.value.code == 2
+    prepare(['-opt', str(opt), '--force_yml', f'datasets:train:dataroot_gt={real}', 'train:total_iter=3'], True)
+    forced = check_options(opt, force=[f'datasets:train:dataroot_gt={real}', 'train:total_iter=3',
+                                       'train:scheduler:periods=[3]', 'val:save_img=false'])
+    assert forced['datasets']['train']['dataroot_gt'] == real and forced['train']['total_iter'] == 3
+    assert forced['train']['scheduler']['periods'] == [3] and forced['val']['save_img'] is False
+    with pytest.raises(OptionsError, match=r"unknown key 'train.totl_iter'"):
+        check_options(opt, force=['train:totl_iter=3'])
+    with pytest.raises(OptionsError, match=r"no section 'trian'"):
+        check_options(opt, force=['trian:total_iter=3'])
+
+
 def test_project_root_does_not_depend_on_cwd(tmp_path, monkeypatch):
     monkeypatch.delenv('HOFFR_ROOT', raising=False)
     monkeypatch.chdir(tmp_path)
