@@ -120,7 +120,7 @@ def test_flow_pretraining_runs_through_basicsr_train_pipeline(tmp_path):
     del opt['datasets']['train']['meta_info_file']
     opt['datasets']['train'].update(gt_size=32, batch_size_per_gpu=2, interval_list=[1, 2], dataset_enlarge_ratio=1)
     opt['network_g'].update(num_feat=8, num_block=1)
-    opt['train'].update(total_iter=4)
+    opt['train'].update(total_iter=4, pan_prob=0.5, pan_max=2)
     opt['val']['val_freq'] = 4
     opt['logger'].update(print_freq=1, save_checkpoint_freq=4)
     opt['name'] = 'pof_tiny'
@@ -139,6 +139,26 @@ def test_flow_pretraining_runs_through_basicsr_train_pipeline(tmp_path):
     assert state['level_lr.body.3.weight'].abs().sum() > 0, 'four steps moved the zero-initialised head'
     # the flow benchmark reads a POF checkpoint's options from its weights
     assert pof_from_checkpoint(ckpt).level_lr.body[0].out_channels == 8
+
+
+def test_pan_pairs_are_a_frame_and_its_own_translation(real_frame):
+    """pan_pairs: with probability 1 each pair becomes (frame, frame moved by whole HR pixels within
+    reach), its LR downscaled from the moved HR frame; with probability 0 nothing changes."""
+    from basicsr.utils.matlab_functions import imresize
+    from hoffr_arch.models.flow_pretrain_model import pan_pairs
+    hr = real_frame[..., 100:164, 200:264].repeat(3, 1, 1, 1)
+    lr = torch.stack([imresize(f, 1 / 4) for f in hr])
+    other_lr, other_hr = lr.flip(-1), hr.flip(-1)
+    same = pan_pairs(lr, other_lr, hr, other_hr, 0.0, 2, 4)
+    assert same[1] is other_lr and same[3] is other_hr
+    prev, cur, prev_hr, cur_hr = pan_pairs(lr, other_lr, hr, other_hr, 1.0, 2, 4)
+    assert prev is lr and prev_hr is hr
+    for i in range(3):
+        found = [(dx, dy) for dx in range(-8, 9) for dy in range(-8, 9)
+                 if torch.allclose(cur_hr[i, :, 8:-8, 8:-8], hr[i, :, 8 + dy:56 + dy, 8 + dx:56 + dx], atol=1e-5)]
+        assert len(found) == 1, 'moved by whole HR pixels, at most 2 LR pixels (8 HR) each way'
+        assert torch.allclose(cur[i], imresize(cur_hr[i], 1 / 4), atol=1e-6)
+    assert not torch.equal(cur_hr, other_hr)
 
 
 def test_flow_benchmark_table_and_csv(tmp_path):

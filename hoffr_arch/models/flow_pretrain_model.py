@@ -6,6 +6,8 @@ sharp frame pairs. Data: any ``VSRDBRecurrentDataset`` whose ``dataroot_lq`` hol
 (e.g. ``sharp_bicubic.lmdb``) and ``dataroot_gt`` the sharp HR frames (for the HR level);
 ``num_frame`` >= 2 (every consecutive pair is used), ``interval_list`` > 1 for larger motion,
 ``random_reverse`` so both directions are seen (the loss also runs every pair both ways).
+``train.pan_prob`` / ``train.pan_max`` (default 0 / 4 LR pixels): the share of pairs replaced by a
+frame and its own translation (``pan_pairs``), for large motion.
 
 Validation (``VSRDBTestDataset`` on sharp frames) reports the warping error of each consecutive
 pair (``calculate_warp_error``, 0-255, lower is better) for the levels named in ``val.metrics``
@@ -22,6 +24,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from hoffr_arch.archs.warp import flow_warp
 from hoffr_arch.metrics.flow_metric import calculate_warp_error
 from .hoffr_model import NonFiniteLossError
 from .run_safety import RunSafetyMixin
@@ -30,6 +33,35 @@ from .run_safety import RunSafetyMixin
 def consecutive_pairs(clip):
     """(n, t, c, h, w) -> (frames 0..t-2, frames 1..t-1), each (n * (t - 1), c, h, w)."""
     return clip[:, :-1].flatten(0, 1), clip[:, 1:].flatten(0, 1)
+
+
+def pan_pairs(prev, cur, prev_hr, cur_hr, prob, max_shift, scale):
+    """Camera pans from single frames: each pair, with probability ``prob``, becomes its first frame
+    and that frame translated by a random whole number of HR pixels, up to ``max_shift`` LR pixels
+    along each axis (so quarter-pixel steps at LR for x4), the new LR frame downscaled from the new HR
+    frame as the data's LR frames are (MATLAB bicubic). Real pairs hold mostly small motion; these
+    teach the coarse levels large motion (the POF's capture range). No flow label is used: the loss
+    stays photometric.
+
+    (m, c, h, w) LR x 2, (m, c, H, W) HR x 2 (or None) -> the same, new tensors.
+    """
+    from basicsr.utils.matlab_functions import imresize
+    pick = torch.nonzero(torch.rand(prev.shape[0]) < prob).flatten().tolist()
+    if not pick:
+        return prev, cur, prev_hr, cur_hr
+    cur = cur.clone()
+    cur_hr = None if prev_hr is None else cur_hr.clone()
+    reach = int(round(max_shift * scale))
+    for i in pick:
+        d = torch.randint(-reach, reach + 1, (2,)).tolist()
+        if prev_hr is None:  # LR only: a bilinear translation of the LR frame
+            flow = torch.tensor(d, dtype=prev.dtype, device=prev.device).view(1, 2, 1, 1) / scale
+            cur[i] = flow_warp(prev[i:i + 1], flow.expand(1, 2, *prev.shape[-2:]))[0]
+            continue
+        flow = torch.tensor(d, dtype=prev_hr.dtype, device=prev_hr.device).view(1, 2, 1, 1)
+        cur_hr[i] = flow_warp(prev_hr[i:i + 1], flow.expand(1, 2, *prev_hr.shape[-2:]))[0]  # whole pixels: a copy, to rounding
+        cur[i] = imresize(cur_hr[i].float().cpu().clamp(0, 1), 1 / scale).to(cur.device, cur.dtype)
+    return prev, cur, prev_hr, cur_hr
 
 
 def both_ways(net, prev, cur):
@@ -50,8 +82,13 @@ class FlowPretrainModel(RunSafetyMixin, SRModel):
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad(set_to_none=True)
         prev, cur = consecutive_pairs(self.lq)
-        fw, bw = both_ways(self.net_g, prev, cur)
         hr = consecutive_pairs(self.gt) if self.gt is not None else None
+        pan = self.opt['train'].get('pan_prob', 0)
+        if pan:
+            prev, cur, *hr = pan_pairs(prev, cur, *(hr or (None, None)), pan, self.opt['train'].get('pan_max', 4),
+                                       self.opt['scale'])
+            hr = None if hr[0] is None else tuple(hr)
+        fw, bw = both_ways(self.net_g, prev, cur)
         if hasattr(self.cri_pix, 'set_iteration'):
             self.cri_pix.set_iteration(current_iter)
         total, terms = self.cri_pix(fw, bw, (prev, cur), hr)
