@@ -4,9 +4,9 @@ with a message naming the key (BasicSR itself would fail later, or silently igno
 Where a section configures a registered class (network, loss, dataset, scheduler), its keys are
 checked against that class's constructor or, for our datasets, their documented options.
 """
+import argparse
 import difflib
 import inspect
-import itertools
 
 import yaml
 
@@ -92,11 +92,11 @@ def apply_force_yml(opt, entries, path='--force_yml'):
 
 
 def force_yml_entries(argv):
-    """The values of ``--force_yml`` in a command line (BasicSR takes one or more after the flag)."""
-    if '--force_yml' not in argv:
-        return []
-    rest = argv[argv.index('--force_yml') + 1:]
-    return list(itertools.takewhile(lambda a: not a.startswith('-'), rest))
+    """The values of ``--force_yml`` in a command line, read as BasicSR's parser reads them (one or
+    more after the flag; a repeated flag keeps the last)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--force_yml', nargs='+', default=[])
+    return parser.parse_known_args(argv)[0].force_yml
 
 
 def check_options(path, is_train=True, force=()):

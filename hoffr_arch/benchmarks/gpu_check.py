@@ -26,15 +26,15 @@ from hoffr_arch.benchmarks import speed
 from hoffr_arch.losses.hoffr_loss import DBLoss, FlowWarpLoss, SRLoss
 
 
-def train_speed(device, iters, bf16):
-    """(iterations per second, peak MiB) of HOFFR training at the REDS shape."""
-    torch.manual_seed(0)
-    net = HOFFR(pof_path='hoffr_arch/assets/pof_x4.pth').to(device).train()
+def train_speed(net, device, iters, batch=4, frames=8, lr_size=64, bf16=False, scale=4):
+    """(iterations per second, peak MiB) of training ``net`` (Adam; SR + DB + flow losses) on random
+    clips of ``batch`` x ``frames`` x ``lr_size``^2 LR (the REDS shape by default), after one warm-up."""
+    net = net.to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=2e-4)
     sr, db, of = SRLoss(), DBLoss(), FlowWarpLoss()
-    lq = torch.rand(4, 8, 3, 64, 64, device=device)
-    gt = torch.rand(4, 8, 3, 256, 256, device=device)
-    sharp = torch.rand(4, 8, 3, 64, 64, device=device)
+    lq = torch.rand(batch, frames, 3, lr_size, lr_size, device=device)
+    gt = torch.rand(batch, frames, 3, lr_size * scale, lr_size * scale, device=device)
+    sharp = torch.rand(batch, frames, 3, lr_size, lr_size, device=device)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -60,32 +60,6 @@ def make_data(root):
     """The bundled clip, synthesised and packed (train / test split), under ``root``."""
     from hoffr_arch.demo import build_data
     return build_data(root)
-
-
-def hoffr_s_speed(net_opt, device, batch, gt_size, frames, scale=4, iters=10):
-    """Iterations per second of HOFFR-S training (SR + DB losses) at the run's batch shape, to size
-    its cosine schedule to the minutes it is given."""
-    from basicsr.archs import build_network
-    torch.manual_seed(0)
-    net = build_network(dict(net_opt, pof_path=None)).to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    sr, db = SRLoss(), DBLoss()
-    lq = torch.rand(batch, frames, 3, gt_size // scale, gt_size // scale, device=device)
-    gt = torch.rand(batch, frames, 3, gt_size, gt_size, device=device)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        out, aux = net(lq, return_aux=True)
-        (sr(out, gt) + db(aux['deblurred'], lq)).backward()
-        opt.step()
-    step()
-    step()
-    speed._sync(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    speed._sync(device)
-    return iters / (time.perf_counter() - start)
 
 
 def train_hoffr_s(args, opt, corpus, out, env, device):
@@ -114,8 +88,10 @@ def train_hoffr_s(args, opt, corpus, out, env, device):
                        ('num_worker_per_gpu', args.workers)):
         if value is not None:
             train_ds[key] = value
-    its = hoffr_s_speed(opt['network_g'], device, train_ds['batch_size_per_gpu'], train_ds['gt_size'],
-                        train_ds['num_frame'], opt['scale'])
+    torch.manual_seed(0)
+    its, _ = train_speed(build_network(dict(opt['network_g'], pof_path=None)), device, 10,
+                         train_ds['batch_size_per_gpu'], train_ds['num_frame'], train_ds['gt_size'] // opt['scale'],
+                         scale=opt['scale'])
     total = max(10, int(its * args.minutes * 60 * 0.8))
     opt['name'] = 'gpu_check_hoffr_s'
     opt['train'] = dict(opt['train'], total_iter=total, scheduler=dict(opt['train']['scheduler'], periods=[total]))
@@ -167,7 +143,8 @@ def main(argv=None):
     rows = []
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
     for bf16 in (False, True):
-        its, peak = train_speed(device, args.iters, bf16)
+        torch.manual_seed(0)
+        its, peak = train_speed(HOFFR(pof_path='hoffr_arch/assets/pof_x4.pth'), device, args.iters, bf16=bf16)
         rows.append((f'training, REDS shape, {"bf16" if bf16 else "fp32"}', f'{its:.2f} it/s', f'peak {peak:.0f} MiB'))
         print(rows[-1], flush=True)
 

@@ -85,9 +85,10 @@ class FlowPretrainModel(RunSafetyMixin, SRModel):
         hr = consecutive_pairs(self.gt) if self.gt is not None else None
         pan = self.opt['train'].get('pan_prob', 0)
         if pan:
-            prev, cur, *hr = pan_pairs(prev, cur, *(hr or (None, None)), pan, self.opt['train'].get('pan_max', 4),
-                                       self.opt['scale'])
-            hr = None if hr[0] is None else tuple(hr)
+            prev_hr, cur_hr = hr or (None, None)
+            prev, cur, prev_hr, cur_hr = pan_pairs(prev, cur, prev_hr, cur_hr, pan,
+                                                   self.opt['train'].get('pan_max', 4), self.opt['scale'])
+            hr = None if prev_hr is None else (prev_hr, cur_hr)
         fw, bw = both_ways(self.net_g, prev, cur)
         if hasattr(self.cri_pix, 'set_iteration'):
             self.cri_pix.set_iteration(current_iter)
