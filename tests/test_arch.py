@@ -112,9 +112,10 @@ def test_pof_learns_known_motion_on_real_frame(real_frame):
     assert mean[0] > 0.5 and mean[1] > 0.2
 
 
-@pytest.mark.parametrize('base', UPSAMPLE_BASES)
-def test_streaming_equals_forward(base):
+@pytest.mark.parametrize('base,pairs_per_call', [(base, 8) for base in UPSAMPLE_BASES] + [('deblurred', 3)])
+def test_streaming_equals_forward(base, pairs_per_call):
     net = HOFFR(**SMALL, upsample_base=base).eval()
+    net.pof_pairs_per_call = pairs_per_call  # forward batches the POF over pairs; 3 splits 4 pairs in two calls
     # make the flow heads non-zero so the recurrence really warps
     for level in (*net.pof.coarse, net.pof.level_lr, net.pof.level_hr):
         torch.nn.init.normal_(level.body[-1].weight, std=0.05)
@@ -125,7 +126,8 @@ def test_streaming_equals_forward(base):
         for i in range(lqs.shape[1]):
             hr, state = net.step(lqs[:, i], state)
             frames.append(hr)
-    assert torch.allclose(torch.stack(frames, 1), whole, atol=1e-6)
+    # batched convolutions round differently from one frame at a time (measured: 2.5e-6 at most)
+    assert torch.allclose(torch.stack(frames, 1), whole, atol=1e-5)
     # the state is one frame, whatever the clip length
     assert state.lq.shape == (1, 3, 12, 14) and state.hr.shape == (1, 3, 48, 56)
 

@@ -136,6 +136,7 @@ class HOFFR(nn.Module):
         if pof_path:
             load_weights(self.pof, resolve_asset(pof_path), what='POF (check the pof_* options)')
         self.use_flow = use_flow
+        self.pof_pairs_per_call = 8  # ``forward`` runs the POF over this many frame pairs a call
         in_ch = num_ch + num_ch * scale * scale  # B_t and the space-to-depth'ed warped previous output
         self.db_branch = PFBranch(in_ch, db_num_feat, db_num_block, num_feat, db_stride)
         self.sr_branch = PFBranch(in_ch, sr_num_feat, sr_num_block, num_feat, sr_stride)
@@ -155,21 +156,36 @@ class HOFFR(nn.Module):
         Returns:
             (hr, state) or (hr, state, aux); hr is (n, c, s*h, s*w).
         """
-        n, c, h, w = lq.shape
-        s = self.scale
-        x = F.pad(lq, (0, w % 2, 0, h % 2), mode='replicate') if (h % 2 or w % 2) else lq
-        if state is None:
-            flows = None
-            warped = x.new_zeros(n, c, s * x.shape[-2], s * x.shape[-1])
-        else:
+        x = self._pad(lq)
+        flows = None
+        if state is not None:
             if state.lq.shape != x.shape:
                 raise ValueError(f'HOFFR.step: frame of shape {tuple(lq.shape)} does not continue a clip of '
                                  f'padded shape {tuple(state.lq.shape)}; start a new clip with state=None')
             if self.use_flow:
                 flows = self.pof(state.lq, x)
-                warped = flow_warp(state.hr, flows['hr'])
-            else:
-                flows, warped = None, state.hr
+        return self._step(x, lq.shape[-2:], state, flows, return_aux)
+
+    @staticmethod
+    def _pad(lq):
+        """(..., h, w) -> (..., h', w'): replicate-padded to even sizes (the deblurring branch halves them)."""
+        h, w = lq.shape[-2:]
+        if not (h % 2 or w % 2):
+            return lq
+        return F.pad(lq.flatten(0, -4), (0, w % 2, 0, h % 2), mode='replicate').unflatten(0, lq.shape[:-3])
+
+    def _step(self, x, size, state, flows, return_aux):
+        """``step`` on the padded frame x (n, c, h', w') of true size ``size`` = (h, w), with the POF's
+        output for (state.lq, x) already computed (None at the first frame or without flow)."""
+        n, c = x.shape[:2]
+        h, w = size
+        s = self.scale
+        if state is None:
+            warped = x.new_zeros(n, c, s * x.shape[-2], s * x.shape[-1])
+        elif flows is not None:
+            warped = flow_warp(state.hr, flows['hr'])
+        else:
+            warped = state.hr
 
         feat = torch.cat((x, F.pixel_unshuffle(warped, s)), 1)
         f_db = self.db_branch(feat)
@@ -198,10 +214,21 @@ class HOFFR(nn.Module):
         """(n, t, c, h, w) -> (n, t, c, s*h, s*w), or ``(out, aux)`` with ``return_aux`` (class doc)."""
         if lqs.dim() != 5:
             raise ValueError(f'HOFFR expects (n, t, c, h, w), got shape {tuple(lqs.shape)}')
+        n, t = lqs.shape[:2]
+        x = self._pad(lqs)
         outs, deblurred, flows = [], [], {}
-        state = None
-        for i in range(lqs.shape[1]):
-            hr, state, aux = self.step(lqs[:, i], state, return_aux=True)
+        state, chunk, first = None, None, 0
+        for i in range(t):
+            step_flows = None
+            if i and self.use_flow:
+                if chunk is None or i - 1 >= first + self.pof_pairs_per_call:
+                    # the POF depends on the input frames only: one batched call for the next pairs
+                    # (fewer, larger convolutions than a call per frame; same flows)
+                    first, last = i - 1, min(i - 1 + self.pof_pairs_per_call, t - 1)
+                    pairs = self.pof(x[:, first:last].flatten(0, 1), x[:, first + 1:last + 1].flatten(0, 1))
+                    chunk = {key: value.unflatten(0, (n, last - first)) for key, value in pairs.items()}
+                step_flows = {key: value[:, i - 1 - first] for key, value in chunk.items()}
+            hr, state, aux = self._step(x[:, i], lqs.shape[-2:], state, step_flows, True)
             outs.append(hr)
             deblurred.append(aux['deblurred'])
             if aux['flows'] is not None:
