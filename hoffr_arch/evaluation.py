@@ -14,6 +14,9 @@ FMA-Net's protocol (the first and last frame of each clip left out, 4-pixel bord
 gain over bicubic of each clip's first frame (which has no previous frame to draw on) and of its
 later frames: the recurrence pays when the second is larger. With the network itself (``net=``),
 also the warping error of its own LR flow on the sharp LR frames against no flow.
+``--no-recurrence`` also scores the network with nothing carried between frames (each run as a
+clip's first): the later frames' difference is what the recurrence adds, free of what the first-
+against-later comparison mixes in (the first frames' content, and the blur of each).
 """
 import argparse
 import sys
@@ -29,13 +32,15 @@ from hoffr_arch.metrics.flow_metric import calculate_warp_error
 from hoffr_arch.metrics.tof_metric import calculate_tof
 
 
-def streamed(step):
+def streamed(step, recur=True):
     """A step callable (``hoffr_arch.streaming``) as a clip runner: (t, c, h, w) -> its HR frames
-    (c, s*h, s*w), one at a time, the recurrent state carried from frame to frame."""
+    (c, s*h, s*w), one at a time, the recurrent state carried from frame to frame; ``recur=False``
+    runs every frame as a clip's first (no previous output): what the recurrence adds is the
+    difference."""
     def run_clip(lq):
         state = None
         for i in range(lq.shape[0]):
-            hr, state, _ = step(lq[i:i + 1], state)
+            hr, state, _ = step(lq[i:i + 1], state if recur else None)
             yield hr[0]
     return run_clip
 
@@ -130,6 +135,8 @@ def main(argv=None):
     parser.add_argument('--data', required=True, help='packed split folder (sharp.lmdb, blur_bicubic.lmdb, ...)')
     parser.add_argument('--tile', type=int, default=0, help='also score N x N LR tiles against whole frames')
     parser.add_argument('--tile-overlap', type=int, default=16)
+    parser.add_argument('--no-recurrence', action='store_true',
+                        help='also score every frame run as a first frame (no previous output carried)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args(argv)
     try:
@@ -143,6 +150,12 @@ def main(argv=None):
     for clip, first, later in result['per_clip']:
         print(f'  {clip}: first frame {first:+.2f} dB, later frames {later:+.2f} dB over bicubic')
     print('\n'.join(report(result)))
+    if args.no_recurrence:
+        alone = evaluate(streamed(torch_step(net), recur=False), dataset, net.scale, args.device)
+        print(f'every frame as a first frame (nothing carried): {alone["model"][0]:.3f} dB, later frames '
+              f'{alone["gain_later"]:+.2f} dB over bicubic; carrying the previous output adds '
+              f'{result["gain_later"] - alone["gain_later"]:+.2f} dB to the later frames')
+        result['no_recurrence'] = alone
     if args.tile:
         tiled = evaluate(streamed(TiledStep(torch_step(net), net.scale, args.tile, args.tile_overlap)), dataset,
                          net.scale, args.device)

@@ -87,7 +87,7 @@ def test_spynet_models_refuse_small_patches_before_training(tmp_path, capsys):
 def test_one_evaluation_loop_scores_by_value(tmp_path):
     """hoffr_arch.evaluation.evaluate: bicubic output gains exactly 0; a model that is bicubic at each
     clip's first frame and better after gains only on later frames; FMA-Net's protocol by value;
-    streamed() hands each step the state the previous one returned."""
+    streamed() hands each step the state the previous one returned (none with recur=False)."""
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import tensor2img
     from basicsr.utils.matlab_functions import imresize
@@ -104,6 +104,9 @@ def test_one_evaluation_loop_scores_by_value(tmp_path):
     plain = evaluate(streamed(bicubic_step), data)
     assert plain['model'] == plain['bicubic'] and plain['gain_first'] == plain['gain_later'] == 0
     assert seen == [None, 1, 2, 3, None, 5, 6, 7]  # a new clip starts from no state
+    seen.clear()
+    evaluate(streamed(bicubic_step, recur=False), data)
+    assert seen == [None] * 8  # --no-recurrence: every frame runs as a clip's first
     clips = iter([data[i] for i in range(len(data))])
 
     def better_after_first(lq):

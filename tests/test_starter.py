@@ -48,3 +48,18 @@ def test_wheel_holds_every_asset(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for asset in ('HOFFR_S_x4.pth', 'pof_x4.pth', 'sam2_01_dog.mp4', 'README.md'):
         assert f'hoffr_arch/assets/{asset}' in names
+
+
+def test_evaluation_measures_what_the_recurrence_adds(tmp_path, capsys):
+    """``python -m hoffr_arch.evaluation --no-recurrence``: the shipped weights scored once carrying the
+    previous output and once running every frame as a clip's first; the first frames run alike."""
+    from datasets_lmdb.__main__ import main as datasets_cli
+    from hoffr_arch.evaluation import main as evaluation
+    synth([BUNDLED], tmp_path / 'reds', exposure=1.5, scale=4, clip_length=6, max_frames=6, resize=(128, 72),
+          start=150, step=2)
+    assert datasets_cli(['reds', '--input', str(tmp_path / 'reds'), '--output', str(tmp_path / 'lmdb')]) == 0
+    result = evaluation(['--data', str(tmp_path / 'lmdb' / 'train'), '--no-recurrence', '--device', 'cpu'])
+    alone = result['no_recurrence']
+    assert alone['gain_first'] == result['gain_first'] and alone['frames'] == result['frames'] == 6
+    assert abs(alone['gain_later'] - result['gain_later']) > 1e-3  # the carried output changes the later frames
+    assert 'carrying the previous output adds' in capsys.readouterr().out
