@@ -147,3 +147,23 @@ def test_demo_reports_what_the_evaluation_measured(tmp_path, checkpoint):
     assert f'({result["warp_pof"] / result["warp_zero"]:.2f}x)' in table and 0 < result['warp_zero']
     picture = cv2.imread(str(tmp_path / 'out' / 'side_by_side.png'))
     assert picture.shape == (64, 3 * 64, 3)  # input, HOFFR, ground truth of one held-out HR frame
+
+
+def test_ablation_variants_change_only_what_they_name():
+    """benchmarks.ablation: a variant's nested changes merge into the demo options (the rest of the
+    section stays), and ``iter_share`` gives a variant with dearer steps the same minutes."""
+    import yaml
+    from hoffr_arch._entry import project_root
+    from hoffr_arch.benchmarks.ablation import VARIANTS, variant_options
+    base = project_root() / 'options' / 'demo' / 'train_demo.yml'
+    demo = yaml.safe_load(base.read_text())
+    opt = variant_options(base, 'clips-10', VARIANTS['clips-10'], None)
+    assert opt['datasets']['train']['num_frame'] == 10
+    assert {k: v for k, v in opt['datasets']['train'].items() if k != 'num_frame'} == \
+        {k: v for k, v in demo['datasets']['train'].items() if k != 'num_frame'}
+    half = demo['train']['total_iter'] // 2
+    assert opt['train']['total_iter'] == opt['train']['scheduler']['periods'][0] == opt['val']['val_freq'] == half
+    assert variant_options(base, 'clips-10', VARIANTS['clips-10'], 100)['train']['total_iter'] == 50
+    flow = variant_options(base, 'no-flow', VARIANTS['no-flow'], None)
+    assert flow['network_g']['use_flow'] is False and flow['network_g']['num_feat'] == demo['network_g']['num_feat']
+    assert flow['train']['total_iter'] == demo['train']['total_iter'] and 'iter_share' not in flow
