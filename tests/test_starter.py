@@ -14,7 +14,7 @@ from datasets_lmdb import synth
 from hoffr_arch.infer import main as infer
 
 REPO = Path(__file__).resolve().parents[1]
-# measured 2026-11-30: +1.04 dB (+1.00 .. +1.10 per frame) on these frames, which come from a training
+# measured 2026-11-30: +1.07 dB (+1.01 .. +1.13 per frame) on these frames, which come from a training
 # source (the bundled clip); a wrong or broken model lands below bicubic
 GAIN_FLOOR = 0.5
 BUNDLED = REPO / 'hoffr_arch' / 'assets' / 'sam2_01_dog.mp4'
