@@ -112,16 +112,21 @@ def test_pof_learns_known_motion_on_real_frame(real_frame):
     assert mean[0] > 0.5 and mean[1] > 0.2
 
 
-@pytest.mark.parametrize('base,pairs_per_call', [(base, 8) for base in UPSAMPLE_BASES] + [('deblurred', 3)])
-def test_streaming_equals_forward(base, pairs_per_call):
+@pytest.mark.parametrize('base,pairs,pixels,calls', [(base, 8, 32768, 1) for base in UPSAMPLE_BASES] +
+                         [('deblurred', 3, 32768, 2), ('deblurred', 8, 2 * 12 * 14, 2)])
+def test_streaming_equals_forward(base, pairs, pixels, calls):
     net = HOFFR(**SMALL, upsample_base=base).eval()
-    net.pof_pairs_per_call = pairs_per_call  # forward batches the POF over pairs; 3 splits 4 pairs in two calls
+    # forward batches the POF over frame pairs: all 4 in one call; 3 a call; 2 a call (the pixel cap)
+    net.pof_pairs_per_call, net.pof_pixels_per_call = pairs, pixels
     # make the flow heads non-zero so the recurrence really warps
     for level in (*net.pof.coarse, net.pof.level_lr, net.pof.level_hr):
         torch.nn.init.normal_(level.body[-1].weight, std=0.05)
     lqs = torch.rand(1, 5, 3, 11, 14)
+    pof_calls = []
+    net.pof.register_forward_hook(lambda module, args, out: pof_calls.append(args[0].shape[0]))
     with torch.no_grad():
         whole = net(lqs)
+        assert len(pof_calls) == calls and sum(pof_calls) == 4
         state, frames = None, []
         for i in range(lqs.shape[1]):
             hr, state = net.step(lqs[:, i], state)

@@ -136,7 +136,11 @@ class HOFFR(nn.Module):
         if pof_path:
             load_weights(self.pof, resolve_asset(pof_path), what='POF (check the pof_* options)')
         self.use_flow = use_flow
-        self.pof_pairs_per_call = 8  # ``forward`` runs the POF over this many frame pairs a call
+        # ``forward`` runs the POF over up to this many frame pairs a call, and up to this many LR
+        # pixels (on 2 CPU cores, batching sped up small training patches and did nothing for
+        # 180x320 frames: ``python -m hoffr_arch.benchmarks.speed --pof-per-frame``)
+        self.pof_pairs_per_call = 8
+        self.pof_pixels_per_call = 32768
         in_ch = num_ch + num_ch * scale * scale  # B_t and the space-to-depth'ed warped previous output
         self.db_branch = PFBranch(in_ch, db_num_feat, db_num_block, num_feat, db_stride)
         self.sr_branch = PFBranch(in_ch, sr_num_feat, sr_num_block, num_feat, sr_stride)
@@ -216,15 +220,16 @@ class HOFFR(nn.Module):
             raise ValueError(f'HOFFR expects (n, t, c, h, w), got shape {tuple(lqs.shape)}')
         n, t = lqs.shape[:2]
         x = self._pad(lqs)
+        per_call = max(1, min(self.pof_pairs_per_call, self.pof_pixels_per_call // (n * x.shape[-2] * x.shape[-1])))
         outs, deblurred, flows = [], [], {}
         state, chunk, first = None, None, 0
         for i in range(t):
             step_flows = None
             if i and self.use_flow:
-                if chunk is None or i - 1 >= first + self.pof_pairs_per_call:
+                if chunk is None or i - 1 >= first + per_call:
                     # the POF depends on the input frames only: one batched call for the next pairs
                     # (fewer, larger convolutions than a call per frame; same flows)
-                    first, last = i - 1, min(i - 1 + self.pof_pairs_per_call, t - 1)
+                    first, last = i - 1, min(i - 1 + per_call, t - 1)
                     pairs = self.pof(x[:, first:last].flatten(0, 1), x[:, first + 1:last + 1].flatten(0, 1))
                     chunk = {key: value.unflatten(0, (n, last - first)) for key, value in pairs.items()}
                 step_flows = {key: value[:, i - 1 - first] for key, value in chunk.items()}

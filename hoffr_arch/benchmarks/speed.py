@@ -11,7 +11,8 @@ slows down part-way affects both alike. Targets: inference <= 0.5 x BasicVSR, tr
 ``--onnx`` adds streaming inference (``HOFFR.step`` frame by frame, as ``hoffr_arch.infer`` runs it):
 torch against ONNX Runtime on the exported step (``hoffr_arch.export``), seconds per frame.
 ``--pof-per-frame`` adds the same HOFFR (same weights) with its POF called once per frame pair, as
-before ``forward`` batched it over frame pairs (``HOFFR.pof_pairs_per_call``), and prints the ratio.
+before ``forward`` batched it over frame pairs (``HOFFR.pof_pairs_per_call`` and
+``pof_pixels_per_call``), and prints the ratio.
 """
 import copy
 import argparse
