@@ -222,17 +222,18 @@ class HOFFR(nn.Module):
         x = self._pad(lqs)
         per_call = max(1, min(self.pof_pairs_per_call, self.pof_pixels_per_call // (n * x.shape[-2] * x.shape[-1])))
         outs, deblurred, flows = [], [], {}
-        state, chunk, first = None, None, 0
+        state = None
         for i in range(t):
             step_flows = None
             if i and self.use_flow:
-                if chunk is None or i - 1 >= first + per_call:
+                pair = i - 1  # the pair (frame i-1, frame i)
+                if pair % per_call == 0:
                     # the POF depends on the input frames only: one batched call for the next pairs
                     # (fewer, larger convolutions than a call per frame; same flows)
-                    first, last = i - 1, min(i - 1 + per_call, t - 1)
-                    pairs = self.pof(x[:, first:last].flatten(0, 1), x[:, first + 1:last + 1].flatten(0, 1))
-                    chunk = {key: value.unflatten(0, (n, last - first)) for key, value in pairs.items()}
-                step_flows = {key: value[:, i - 1 - first] for key, value in chunk.items()}
+                    last = min(pair + per_call, t - 1)
+                    chunk = self.pof(x[:, pair:last].flatten(0, 1), x[:, pair + 1:last + 1].flatten(0, 1))
+                    chunk = {key: value.unflatten(0, (n, last - pair)) for key, value in chunk.items()}
+                step_flows = {key: value[:, pair % per_call] for key, value in chunk.items()}
             hr, state, aux = self._step(x[:, i], lqs.shape[-2:], state, step_flows, True)
             outs.append(hr)
             deblurred.append(aux['deblurred'])

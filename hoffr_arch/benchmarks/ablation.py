@@ -43,6 +43,7 @@ VARIANTS = {
 
 
 def _merge(opt, changes):
+    """``changes`` into ``opt`` in place, section by section (a dict value updates, anything else replaces)."""
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(opt.get(key), dict):
             _merge(opt[key], value)
@@ -101,7 +102,8 @@ def main(argv=None):
                 return 1
             minutes = (time.time() - start) / 60
         r = evaluate(opt, weights, lmdb_root, device)
-        rows.append({'variant': name, 'iterations': opt['train']['total_iter'], 'psnr': r['model'][0], 'ssim': r['model'][1], 'bicubic_psnr': r['bicubic'][0],
+        rows.append({'variant': name, 'iterations': opt['train']['total_iter'], 'psnr': r['model'][0],
+                     'ssim': r['model'][1], 'bicubic_psnr': r['bicubic'][0],
                      'gain_first': r['gain_first'], 'gain_later': r['gain_later'],
                      'warp_ratio': r['warp_pof'] / r['warp_zero'], 'train_minutes': minutes})
         print(f"  {name}: PSNR {r['model'][0]:.2f} dB ({minutes:.1f} min)", flush=True)
@@ -109,9 +111,9 @@ def main(argv=None):
             'POF warp error / no flow | training min |')
     lines = [f'Demo data, held-out clips, seed {opt["manual_seed"]}, {device}', '', head, '|' + '---|' * 9]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['gain_first']:+.2f} | "
-                     f"{r['gain_later']:+.2f} | {r['gain_later'] - r['gain_first']:+.2f} | {r['warp_ratio']:.2f} | "
-                     f"{r['train_minutes']:.1f} |")
+        lines.append(f"| {r['variant']} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
+                     f"{r['gain_first']:+.2f} | {r['gain_later']:+.2f} | {r['gain_later'] - r['gain_first']:+.2f} | "
+                     f"{r['warp_ratio']:.2f} | {r['train_minutes']:.1f} |")
     table = '\n'.join(lines)
     (out / 'ablation.md').write_text(table + '\n')
     with open(out / 'ablation.csv', 'w', newline='') as f:

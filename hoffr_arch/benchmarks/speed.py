@@ -14,8 +14,8 @@ torch against ONNX Runtime on the exported step (``hoffr_arch.export``), seconds
 before ``forward`` batched it over frame pairs (``HOFFR.pof_pairs_per_call`` and
 ``pof_pixels_per_call``), and prints the ratio.
 """
-import copy
 import argparse
+import copy
 import statistics
 import time
 
@@ -168,8 +168,9 @@ def main(argv=None):
             print(f'  {name:12s} {sec / args.frames:.4f}')
         print(f'  onnxruntime / torch: {stream["onnxruntime"] / stream["torch"]:.3f}')
     if args.pof_per_frame:
-        print(f'\nHOFFR (POF batched over frame pairs) / {PER_FRAME}: inference '
-              f'{inf["HOFFR"] / inf[PER_FRAME]:.3f}, training {train["HOFFR"] / train[PER_FRAME]:.3f}')
+        print(f'\nHOFFR (POF batched over frame pairs) / {PER_FRAME}: '
+              f'inference {inf["HOFFR"] / inf[PER_FRAME]:.3f}, '
+              f'training {train["HOFFR"] / train[PER_FRAME]:.3f}')
     print('\nHOFFR / BasicVSR:')
     for key, ratio in results.items():
         verdict = 'meets' if ratio <= TARGETS[key] else 'MISSES'
