@@ -165,10 +165,18 @@ def test_flow_benchmark_table_and_csv(tmp_path):
     folder = tmp_path / 'clip'
     write_clip(folder, smooth_frames(4, 128, 160, seed=3))  # drifting 2 HR px = 0.5 LR px per frame
     out = tmp_path / 'flow.csv'
-    assert flow_benchmark(['--data', str(folder), '--ckpt', f'shipped={SHIPPED_POF}', '--csv', str(out),
-                           '--max-shift', '2']) == 0
+    untrained = tmp_path / 'untrained.pth'
+    torch.save({'params': POF().state_dict()}, untrained)  # every level's last convolution is zero
+    assert flow_benchmark(['--data', str(folder), '--ckpt', f'shipped={SHIPPED_POF}', f'untrained={untrained}',
+                           '--csv', str(out), '--max-shift', '2']) == 0
     rows = {r['method']: r for r in csv.DictReader(out.open())}
-    assert set(rows) == {'zero flow', 'DIS medium', 'shipped'}
+    assert set(rows) == {'zero flow', 'DIS medium', 'shipped', 'untrained'}
+    # each level's own end-point error: a level that predicts no motion scores the mean shift length
+    level = 'EPE known shifts, {} level (LR px)'
+    for name in ('1/8', '1/4', '1/2'):
+        assert float(rows['untrained'][level.format(name)]) == pytest.approx((0.6 + 1.15 + 2) / 3, abs=0.01)
+        assert rows['zero flow'][level.format(name)] == ''
+    assert float(rows['shipped'][level.format('1/2')]) < float(rows['untrained'][level.format('1/2')]) - 0.5
     assert float(rows['shipped']['LR warp MAE']) < float(rows['zero flow']['LR warp MAE'])
     # zero flow's end-point error is the mean shift length: (0.6 + 1.15 + 2) / 3 px
     assert float(rows['zero flow']['EPE known shifts (LR px)']) == pytest.approx((0.6 + 1.15 + 2) / 3, abs=0.01)

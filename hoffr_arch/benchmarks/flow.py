@@ -9,7 +9,8 @@ error of frame t-1 backward-warped onto frame t (``calculate_warp_error``: mean 
 POF at its half-LR and LR levels; at HR, the POF's HR flow against its LR flow bilinearly
 upscaled x4 (and DIS's, likewise). Then the end-point error (LR pixels, 8-pixel border excluded) on
 real LR frames shifted by known sub-pixel translations of up to ``--max-shift`` LR pixels in eight
-directions (the HR frame is shifted, then downscaled, so the pair looks like real footage).
+directions (the HR frame is shifted, then downscaled, so the pair looks like real footage), of the
+LR flow and of each coarser POF level's (a level that learned nothing scores as zero flow does).
 
 A checkpoint is a POF's (``FlowPretrainModel``, ``hoffr_arch/assets/pof_x4.pth``) or a whole HOFFR's
 (its ``pof.*`` weights are used); the POF's options are read from the weights' shapes. Prints a
@@ -112,8 +113,15 @@ def shifts(max_shift):
     return out
 
 
-def endpoint_error(flow, dx, dy):
-    inner = flow[..., SHIFT_BORDER:-SHIFT_BORDER, SHIFT_BORDER:-SHIFT_BORDER]
+def endpoint_error(flow, dx, dy, lr_width=None):
+    """Mean end-point error (LR pixels) of ``flow`` against the translation (dx, dy) LR pixels.
+
+    ``flow`` may be a coarser level's (pixels of its scale): given the LR frame's width, it is scaled
+    to LR pixels and the border shrinks with it.
+    """
+    ratio = 1 if lr_width is None else lr_width / flow.shape[-1]
+    b = max(1, round(SHIFT_BORDER / ratio))
+    inner = flow[..., b:-b, b:-b] * ratio
     return float(torch.sqrt((inner[:, 0] - dx) ** 2 + (inner[:, 1] - dy) ** 2).mean())
 
 
@@ -152,20 +160,27 @@ def measure(methods, clips, scale, max_shift):
     _, hr, _ = clips[0]
     frame = hr[hr.shape[0] // 2]
     for name, fn in methods.items():
-        errors = []
+        errors, by_level = [], {}
         for dx, dy in shifts(max_shift):
             a, b = shifted_pair(frame, dx, dy, scale)
             flows = fn(a, b)
             flow = torch.zeros_like(a[:, :2]) if flows is None else flows['lr']
             errors.append(endpoint_error(flow, dx, dy))
+            for level, f in (flows or {}).items():
+                if level in LEVEL_NAMES:  # what each level of the pyramid has found so far
+                    by_level.setdefault(level, []).append(endpoint_error(f, dx, dy, a.shape[-1]))
         rows[name]['epe_shift'] = float(np.mean(errors))
         rows[name]['epe_shift_max'] = float(np.max(errors))
+        rows[name].update({f'epe_{level}': float(np.mean(v)) for level, v in by_level.items()})
     return rows
 
 
 COLUMNS = [('half', 'half-LR warp MAE'), ('lr', 'LR warp MAE'), ('hr', 'HR warp MAE (own HR flow)'),
            ('hr_from_lr', 'HR warp MAE (LR flow x4 bilinear)'), ('epe_shift', 'EPE known shifts (LR px)'),
            ('epe_shift_max', 'worst EPE')]
+# the POF's levels below LR, coarsest first; a level that learned nothing has the error of zero flow
+LEVEL_NAMES = {'sixteenth': '1/16', 'eighth': '1/8', 'quarter': '1/4', 'half': '1/2'}
+LEVEL_COLUMNS = [(f'epe_{k}', f'EPE known shifts, {v} level (LR px)') for k, v in LEVEL_NAMES.items()]
 
 
 def main(argv=None):
@@ -204,11 +219,12 @@ def _run(args):
     rows = measure(methods, clips, args.scale, args.max_shift)
 
     dis = rows['DIS medium']['lr']
-    header = ['method'] + [label for _, label in COLUMNS] + ['LR MAE / DIS']
+    levels = [(k, label) for k, label in LEVEL_COLUMNS if any(k in cols for cols in rows.values())]
+    header = ['method'] + [label for _, label in COLUMNS] + ['LR MAE / DIS'] + [label for _, label in levels]
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     table = []
     for name, cols in rows.items():
-        values = [cols.get(k) for k, _ in COLUMNS] + [cols['lr'] / dis]
+        values = [cols.get(k) for k, _ in COLUMNS] + [cols['lr'] / dis] + [cols.get(k) for k, _ in levels]
         table.append([name] + values)
         lines.append('| ' + ' | '.join([name] + ['' if v is None else f'{v:.3f}' for v in values]) + ' |')
     print(f'{len(clips)} source(s), {sum(c[2].shape[0] - 1 for c in clips)} pairs: ' +
