@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import hoffr_arch  # noqa: F401  (compat, registries)
-from hoffr_arch.archs.pof import POF
+from hoffr_arch.archs.pof import COARSE_NAMES, POF
 from hoffr_arch.archs.warp import upscale_flow
 from hoffr_arch.checkpoint import CheckpointError, read_state_dict
 from hoffr_arch.metrics.flow_metric import calculate_warp_error, level_frames
@@ -179,7 +179,7 @@ COLUMNS = [('half', 'half-LR warp MAE'), ('lr', 'LR warp MAE'), ('hr', 'HR warp 
            ('hr_from_lr', 'HR warp MAE (LR flow x4 bilinear)'), ('epe_shift', 'EPE known shifts (LR px)'),
            ('epe_shift_max', 'worst EPE')]
 # the POF's levels below LR, coarsest first; a level that learned nothing has the error of zero flow
-LEVEL_NAMES = {'sixteenth': '1/16', 'eighth': '1/8', 'quarter': '1/4', 'half': '1/2'}
+LEVEL_NAMES = {name: f'1/{factor}' for factor, name in sorted(COARSE_NAMES.items(), reverse=True)}
 LEVEL_COLUMNS = [(f'epe_{k}', f'EPE known shifts, {v} level (LR px)') for k, v in LEVEL_NAMES.items()]
 
 
