@@ -17,6 +17,7 @@ also the warping error of its own LR flow on the sharp LR frames against no flow
 ``--no-recurrence`` also scores the network with nothing carried between frames (each run as a
 clip's first): the later frames' difference is what the recurrence adds, free of what the first-
 against-later comparison mixes in (the first frames' content, and the blur of each).
+``--dtype auto|fp32|bf16|fp16`` picks the compute path as ``infer`` does (``hoffr_arch.precision``).
 """
 import argparse
 import sys
@@ -129,6 +130,7 @@ def report(result):
 def main(argv=None):
     from hoffr_arch.infer import InferError, add_model_arguments, load_model_from_args
     from hoffr_arch.data.frame_io import DatasetError
+    from hoffr_arch.precision import CHOICES, choose
     from hoffr_arch.streaming import TiledStep, torch_step
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
@@ -138,26 +140,29 @@ def main(argv=None):
     parser.add_argument('--no-recurrence', action='store_true',
                         help='also score every frame run as a first frame (no previous output carried)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--dtype', choices=CHOICES, default='auto', help='compute path, as infer --dtype')
     args = parser.parse_args(argv)
     try:
+        path = choose(args.dtype, args.device)
+        print(path.describe(), file=sys.stderr)
         net = load_model_from_args(args, args.device)
         dataset = test_dataset(args.data)
-    except (InferError, DatasetError, KeyError) as err:
+    except (InferError, DatasetError, KeyError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    result = evaluate(streamed(torch_step(net)), dataset, net.scale, args.device, net=net)
+    result = evaluate(streamed(torch_step(net, path)), dataset, net.scale, args.device, net=net)
     print(f'{args.data}: {len(dataset)} clips')
     for clip, first, later in result['per_clip']:
         print(f'  {clip}: first frame {first:+.2f} dB, later frames {later:+.2f} dB over bicubic')
     print('\n'.join(report(result)))
     if args.no_recurrence:
-        alone = evaluate(streamed(torch_step(net), recur=False), dataset, net.scale, args.device)
+        alone = evaluate(streamed(torch_step(net, path), recur=False), dataset, net.scale, args.device)
         print(f'every frame as a first frame (nothing carried): {alone["model"][0]:.3f} dB, later frames '
               f'{alone["gain_later"]:+.2f} dB over bicubic; carrying the previous output adds '
               f'{result["gain_later"] - alone["gain_later"]:+.2f} dB to the later frames')
         result['no_recurrence'] = alone
     if args.tile:
-        tiled = evaluate(streamed(TiledStep(torch_step(net), net.scale, args.tile, args.tile_overlap)), dataset,
+        tiled = evaluate(streamed(TiledStep(torch_step(net, path), net.scale, args.tile, args.tile_overlap)), dataset,
                          net.scale, args.device)
         print(f'tiles {args.tile} (overlap {args.tile_overlap}): {tiled["model"][0]:.3f} dB vs whole frames '
               f'{result["model"][0]:.3f} dB ({tiled["model"][0] - result["model"][0]:+.3f} dB)')

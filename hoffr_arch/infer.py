@@ -15,6 +15,10 @@ Grey input gives grey output; alpha is upscaled bicubically and kept in PNG outp
 refuses it). ``--tile N`` processes N x N LR tiles (each its own recurrent stream) so memory follows
 the tile; at 4K output the H.264/HEVC encoder's own look-ahead buffers then dominate: ``--lookahead``
 bounds them. ``--backend onnxruntime`` runs a graph from ``python -m hoffr_arch.export``.
+Speed: ``--dtype auto`` (default) runs bf16 autocast + channels-last on a CPU with AMX-BF16 or
+AVX512-BF16, bf16 autocast on a GPU that has it, fp32 elsewhere (``hoffr_arch.precision``); the first
+line on stderr names the path taken. Each new frame (or tile) shape is warmed up on two frames of zeros
+first (``--no-warm-up`` skips it), so that kernel building does not slow a video's first frames.
 Weights: without ``--model``, the shipped CPU-trained HOFFR-S starter model
 (``hoffr_arch/assets/HOFFR_S_x4.pth``). A checkpoint's network options come from ``--opt``, from the
 checkpoint itself (``network_g``, as the shipped one holds them) or from the training YAML BasicSR
@@ -37,9 +41,9 @@ from hoffr_arch.checkpoint import CheckpointError, load_weights, read_checkpoint
 from hoffr_arch.data.frame_io import IMAGE_EXTS, DatasetError
 from hoffr_arch.data.video_io import (MediaError, MediaReader, MediaWriter, TruncatedError, as_bgr, check_output,
                                       is_video_file)
-from hoffr_arch.streaming import OnnxStep, TiledStep, quantize, torch_step
+from hoffr_arch.precision import CHOICES, choose
+from hoffr_arch.streaming import OnnxStep, TiledStep, quantize, torch_step, warm_up
 
-DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 STARTER = 'hoffr_arch/assets/HOFFR_S_x4.pth'
 
 
@@ -128,6 +132,20 @@ def restore_channels(out, src):
     return out
 
 
+class WarmStep:
+    """``step`` warmed up (``streaming.warm_up``) at each new frame shape, before that shape's first frame."""
+
+    def __init__(self, step, device):
+        self.step, self.device, self.warm = step, device, set()
+
+    def __call__(self, lq, state):
+        if state is None and tuple(lq.shape) not in self.warm:
+            seconds = warm_up(self.step, lq.shape, self.device)
+            self.warm.add(tuple(lq.shape))
+            tqdm.write(f'warm-up at {"x".join(map(str, lq.shape))}: {seconds:.1f} s', file=sys.stderr)
+        return self.step(lq, state)
+
+
 def run(step, reader, sinks, device='cpu', dtype=torch.float32, progress=None):
     """Stream ``reader``'s frames through ``step``; ``sinks`` = (HR writer, deblurred writer or None)."""
     sink, deblurred_sink = sinks
@@ -155,7 +173,7 @@ def video_folder(path):
     return None
 
 
-def process(step, inp, out, args, device, dtype, progress=None):
+def process(step, inp, out, args, device, progress=None):
     """One input to one output (and ``--deblurred``); returns (frames written, truncated message or None)."""
     reader = MediaReader(inp)
     try:
@@ -166,7 +184,7 @@ def process(step, inp, out, args, device, dtype, progress=None):
         sinks = [MediaWriter(out, reader, *encoder)]
         sinks.append(MediaWriter(args.deblurred, reader, *encoder) if args.deblurred else None)
         try:
-            n = run(step, reader, sinks, device, dtype, progress)
+            n = run(step, reader, sinks, device, progress=progress)
         except TruncatedError as err:
             if not args.allow_partial:
                 kept = [str(s.abort()) for s in sinks if s is not None]
@@ -189,7 +207,9 @@ def process(step, inp, out, args, device, dtype, progress=None):
         reader.close()
 
 
-def make_step(args, device, dtype):
+def make_step(args, device, path):
+    """The step callable the arguments ask for: ONNX Runtime or torch on ``path`` (a ``ComputePath``),
+    tiled with ``--tile``, warmed up per frame shape unless ``--no-warm-up``."""
     if args.backend == 'onnxruntime':
         if args.model is None or Path(args.model).suffix != '.onnx':
             raise InferError('--backend onnxruntime needs --model STEP.onnx (python -m hoffr_arch.export writes it)')
@@ -198,11 +218,11 @@ def make_step(args, device, dtype):
         step = OnnxStep(args.model)
         scale = step.scale
     else:
-        net = load_model_from_args(args, device).to(dtype)
-        step, scale = torch_step(net), net.scale
+        net = load_model_from_args(args, device)
+        step, scale = torch_step(net, path), net.scale
     if args.tile:
         step = TiledStep(step, scale, args.tile, args.tile_overlap, hr_dtype=torch.uint8)
-    return step
+    return step if args.no_warm_up else WarmStep(step, device)
 
 
 def main(argv=None):
@@ -213,7 +233,10 @@ def main(argv=None):
                         'for a folder of videos the folder to write them to')
     parser.add_argument('--backend', choices=['torch', 'onnxruntime'], default='torch')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--dtype', choices=list(DTYPES), default='fp32', help='fp16/bf16: CUDA only')
+    parser.add_argument('--dtype', choices=CHOICES, default='auto',
+                        help='auto (default): bf16 autocast + channels-last on CPUs with AMX-BF16/AVX512-BF16, '
+                        'bf16 autocast on GPUs with bf16, fp32 elsewhere; fp16: CUDA only')
+    parser.add_argument('--no-warm-up', action='store_true', help='skip warming up each new frame shape')
     parser.add_argument('--tile', type=int, default=0, help='process N x N LR tiles (0: whole frames)')
     parser.add_argument('--tile-overlap', type=int, default=16, help='LR pixels of context around each tile')
     parser.add_argument('--codec', default=None, help='video encoder: libx264 (default), libx265, libsvtav1')
@@ -230,10 +253,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         device = torch.device(args.device)
-        if args.dtype != 'fp32' and device.type != 'cuda':
-            raise InferError(f'--dtype {args.dtype} needs a CUDA device (got {device})')
-        if args.backend == 'onnxruntime' and (args.dtype != 'fp32' or device.type != 'cpu'):
-            raise InferError('--backend onnxruntime runs on the CPU in fp32 here')
+        if args.backend == 'onnxruntime':
+            if args.dtype not in ('auto', 'fp32') or device.type != 'cpu':
+                raise InferError('--backend onnxruntime runs on the CPU in fp32 here')
+            print('compute path: onnxruntime fp32 on cpu', file=sys.stderr)
+            path = None
+        else:
+            try:
+                path = choose(args.dtype, device)
+            except ValueError as err:
+                raise InferError(str(err)) from None
+            print(path.describe(), file=sys.stderr)
         videos = video_folder(args.input)
         if videos is not None:
             if args.deblurred:
@@ -252,7 +282,7 @@ def main(argv=None):
             if args.deblurred:
                 check_output(args.deblurred, [args.input, out], args.overwrite)
             todo.append((inp, out))
-        step = make_step(args, device, DTYPES[args.dtype]) if todo else None
+        step = make_step(args, device, path) if todo else None
         total = 0
         for inp, _ in todo:
             reader = MediaReader(inp)
@@ -263,7 +293,7 @@ def main(argv=None):
             for inp, out in todo:
                 if videos is not None:
                     out.parent.mkdir(parents=True, exist_ok=True)
-                n, truncated = process(step, inp, out, args, device, DTYPES[args.dtype], progress)
+                n, truncated = process(step, inp, out, args, device, progress)
                 written += n
                 if truncated:
                     warnings.append(f'warning: {truncated}; --allow-partial kept its {n} frames in {out}')

@@ -2,12 +2,15 @@
 
 A *step* is a callable ``step(lq, state) -> (hr, state, deblurred)``: ``lq`` (1, 3, h, w) RGB in [0, 1],
 ``hr`` (1, 3, s*h, s*w), ``deblurred`` (1, 3, h, w), ``state`` opaque (None for a clip's first frame).
-``torch_step(net)`` wraps ``HOFFR.step``; ``OnnxStep`` runs the graph ``hoffr_arch.export`` writes;
-``TiledStep`` runs any step on overlapping spatial tiles, each with its own recurrent state, so that
-peak memory follows the tile, not the frame.
+``torch_step(net, path)`` wraps ``HOFFR.step`` on a ``hoffr_arch.precision.ComputePath`` (autocast,
+channels-last); ``OnnxStep`` runs the graph ``hoffr_arch.export`` writes; ``TiledStep`` runs any step on
+overlapping spatial tiles, each with its own recurrent state, so that peak memory follows the tile,
+not the frame. ``warm_up(step, shape)`` runs a step on two frames of zeros first, so that the kernels
+of a shape (oneDNN builds them per shape, slowly in bf16) exist before a video's first frame.
 """
 import ctypes
 import sys
+import time
 
 import torch
 from torch.nn import functional as F
@@ -44,12 +47,40 @@ def quantize(t):
     return t.float().clamp(0, 1).mul_(255.).round_().to(torch.uint8)
 
 
-def torch_step(net):
-    """``HOFFR.step`` as a step callable."""
+def torch_step(net, path=None):
+    """``HOFFR.step`` as a step callable, run on ``path`` (a ``ComputePath``; None: as ``net`` is).
+
+    ``path.prepare(net)`` is applied here (channels-last weights where the path wants them); the
+    frame is put in the path's memory format and the step runs under its autocast. ``hr`` and
+    ``deblurred`` come back float32 under autocast (their last operation adds a float32 image).
+    """
+    if path is not None:
+        path.prepare(net)
+
     def step(lq, state):
-        hr, state, aux = net.step(lq, state, return_aux=True)
+        if path is None:
+            hr, state, aux = net.step(lq, state, return_aux=True)
+        else:
+            with path.autocast():
+                hr, state, aux = net.step(path.input(lq), state, return_aux=True)
         return hr, state, aux['deblurred']
     return step
+
+
+def warm_up(step, shape, device='cpu'):
+    """Run ``step`` on two frames of zeros of ``shape`` (1, c, h, w): a first frame and one that
+    continues it (the POF and the warp run from the second frame on), so that every kernel of that
+    shape is built before a video starts. A ``TiledStep`` warms its inner step once per distinct
+    tile shape. Returns the seconds it took."""
+    start = time.perf_counter()
+    shapes = step.tile_shapes(shape) if isinstance(step, TiledStep) else [tuple(shape)]
+    inner = step.step if isinstance(step, TiledStep) else step
+    with torch.inference_mode():
+        for tile_shape in shapes:
+            lq = torch.zeros(tile_shape, device=device)
+            _, state, _ = inner(lq, None)
+            inner(lq, state)
+    return time.perf_counter() - start
 
 
 class OnnxStep:
@@ -107,6 +138,13 @@ class TiledStep:
         if tile < 8 or overlap < 0:
             raise ValueError(f'tile must be >= 8 and overlap >= 0 (got {tile}, {overlap})')
         self.step, self.scale, self.tile, self.overlap, self.hr_dtype = step, scale, tile, overlap, hr_dtype
+
+    def tile_shapes(self, shape):
+        """The distinct (n, c, th, tw) tile shapes of a frame of ``shape`` (n, c, h, w)."""
+        n, c, h, w = shape
+        heights = {y1 - y0 for y0, y1, _, _ in tile_grid(h, self.tile, self.overlap)}
+        widths = {x1 - x0 for x0, x1, _, _ in tile_grid(w, self.tile, self.overlap)}
+        return sorted((n, c, th, tw) for th in heights for tw in widths)
 
     def __call__(self, lq, state):
         n, c, h, w = lq.shape

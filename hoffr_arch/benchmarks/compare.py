@@ -23,6 +23,9 @@ rate held constant (the number of iterations is not known in advance): HOFFR-S a
 scored on the test set: ``OUT/learning_curves.png`` and ``.csv`` (PSNR against training minutes, one
 line per model), and the table holds the last one.
 
+HOFFR and HOFFR-S run on the compute path ``--dtype`` picks (``auto``: as ``infer``, see
+``hoffr_arch.precision``; named in the table title); the other models run in fp32.
+
 Without checkpoints and without ``--train-iters``/``--train-minutes`` the networks are untrained: the
 table then only measures cost. BasicSR's official weights load with ``--ckpt NAME=PATH`` (``params`` or ``params_ema``).
 """
@@ -118,11 +121,13 @@ def flops_per_frame(name, net, lq):
     return counter.get_total_flops() / clip.shape[1]
 
 
-def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=None):
+def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=None, dtype='auto'):
     """Runs in its own process: metrics, cost and peak memory of one model on the test set, scored
-    by the one evaluation loop (``hoffr_arch.evaluation.evaluate``, each clip run whole)."""
+    by the one evaluation loop (``hoffr_arch.evaluation.evaluate``, each clip run whole). HOFFR runs
+    on the compute path ``dtype`` picks (``hoffr_arch.precision.choose``), the others in fp32."""
     import hoffr_arch  # noqa: F401  (compat in this process too)
     from hoffr_arch import evaluation
+    from hoffr_arch.precision import choose
     from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
     from hoffr_arch.checkpoint import load_weights
     torch.set_grad_enabled(False)  # this function runs in its own process
@@ -135,13 +140,18 @@ def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=Non
             load_weights(net, ckpt, what=name)
         net = net.to(device).eval()
         params = sum(p.numel() for p in net.parameters())
+    path = choose(dtype if name.startswith('HOFFR') else 'fp32', device)
+    if net is not None:
+        path.prepare(net)
     dataset = VSRDBTestDataset(dict(data_opt, max_frames=max_frames))
     flops = flops_per_frame(name, net, dataset[0]['lq'][None].to(device)) if len(dataset) else 0.
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
 
     def run_clip(lq):
-        yield from restore(name, net, lq[None])
+        with path.autocast():
+            out = restore(name, net, lq[None])
+        yield from out
 
     result = evaluation.evaluate(run_clip, dataset, device=device, tof=True)
     peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
@@ -234,7 +244,7 @@ def curve_points(out, name):
     return [(float(r['minutes']), int(r['iter']), r['checkpoint']) for r in rows]
 
 
-def learning_curves(names, networks, data_opt, device, out, max_frames, title):
+def learning_curves(names, networks, data_opt, device, out, max_frames, title, dtype='auto'):
     """Score every checkpoint of the time-budget runs; write learning_curves.csv/.png; returns the rows."""
     rows = []
     for name in names:
@@ -242,7 +252,8 @@ def learning_curves(names, networks, data_opt, device, out, max_frames, title):
             continue
         for minutes, it, ckpt in curve_points(out, name):
             with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
-                row = pool.submit(evaluate, name, data_opt, device, networks.get(name), ckpt, max_frames).result()
+                row = pool.submit(evaluate, name, data_opt, device, networks.get(name), ckpt, max_frames,
+                                  dtype).result()
             rows.append({'model': name, 'minutes': minutes, 'iter': it, 'psnr': row['psnr'], 'ssim': row['ssim']})
             print(f'  {name} at {minutes:.1f} min (iteration {it}): {row["psnr"]:.2f} dB', flush=True)
     with open(out / 'learning_curves.csv', 'w', newline='') as f:
@@ -308,6 +319,7 @@ def write_outputs(rows, out, title):
 
 
 def main(argv=None):
+    from hoffr_arch.precision import CHOICES as DTYPE_CHOICES, choose
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', help='packed test split (sharp.lmdb, blur_bicubic.lmdb), or use --gt/--lq')
     parser.add_argument('--gt', help='sharp HR clip folders (REDS layout), instead of --data')
@@ -333,8 +345,13 @@ def main(argv=None):
     parser.add_argument('--num-frame', type=int, default=5)
     parser.add_argument('--max-frames', type=int, default=None, help='frames per test clip')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--dtype', choices=DTYPE_CHOICES, default='auto', help='HOFFR\'s compute path, as infer --dtype')
     parser.add_argument('--out', default='benchmark_results')
     args = parser.parse_args(argv)
+    try:
+        hoffr_path = choose(args.dtype, args.device)
+    except ValueError as err:
+        parser.error(str(err))
 
     if args.data:
         data = Path(args.data)
@@ -388,14 +405,15 @@ def main(argv=None):
         print(f'evaluating {name} ...', flush=True)
         with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
             rows.append(pool.submit(evaluate, name, data_opt, args.device, networks.get(name), ckpts.get(name),
-                                    args.max_frames).result())
+                                    args.max_frames, args.dtype).result())
     flow = f'SpyNet: {Path(spynet).name}' if spynet else 'SpyNet: random'
-    title = f'VSRDB x4 on {args.data or args.lq} ({budget}; {flow}; {args.device}, torch {torch.__version__})'
+    title = (f'VSRDB x4 on {args.data or args.lq} ({budget}; {flow}; {args.device}, HOFFR {hoffr_path.name}, '
+             f'torch {torch.__version__})')
     print(write_outputs(rows, out, title))
     print(f'written: {out}/benchmark.md, benchmark.csv, benchmark.png')
     if curves is not None:
         print('learning curves:', flush=True)
-        learning_curves(curves, networks, data_opt, args.device, out, args.max_frames, title)
+        learning_curves(curves, networks, data_opt, args.device, out, args.max_frames, title, args.dtype)
         print(f'written: {out}/learning_curves.csv, learning_curves.png')
     return rows
 

@@ -1,0 +1,109 @@
+"""The one home of the numeric path HOFFR runs on: fp32, or bf16/fp16 autocast, channels-last or not.
+
+``choose(dtype, device)`` -> a ``ComputePath``: ``dtype`` is ``auto``, ``fp32``, ``bf16`` or ``fp16``
+(explicit choices win). ``auto`` picks, per device:
+
+- CPU: bf16 autocast with the network and its inputs channels-last where the CPU has native bf16
+  (AMX-BF16 or AVX512-BF16, ``cpu_bf16_features``); fp32 elsewhere (without them oneDNN emulates
+  bf16, measured 10-70x slower than fp32 on an AVX2-only EPYC);
+- CUDA: bf16 autocast where the GPU supports bf16, else fp32;
+- any other device: fp32.
+
+Autocast leaves ``flow_warp``'s ``grid_sample`` in float32 (it disables autocast around it), and the
+network's weights stay float32: only the convolutions and matmuls run in the lower precision.
+``infer``, ``evaluation``, ``benchmarks.compare``/``speed`` and ``HOFFRModel`` (``train.bf16``) use it.
+"""
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+CHOICES = ('auto', ) + tuple(DTYPES)
+NATIVE_BF16 = ('amx_bf16', 'avx512_bf16')  # x86 features that make bf16 faster than fp32 on a CPU
+CPUINFO = Path('/proc/cpuinfo')
+
+
+def cpu_bf16_features():
+    """The native-bf16 features of this CPU among ``NATIVE_BF16`` (a tuple; empty: none).
+
+    From torch's ``torch.cpu.get_capabilities()`` (cpuinfo) where this torch has it, else from the
+    ``flags`` line of ``/proc/cpuinfo`` (Linux); () where neither says.
+    """
+    flags = None
+    get_capabilities = getattr(torch.cpu, 'get_capabilities', None)
+    if get_capabilities is not None:
+        try:
+            flags = {name for name, value in get_capabilities().items() if value is True}
+        except Exception:  # an older or unusual build: fall back to the kernel's view
+            flags = None
+    if flags is None:
+        try:
+            text = CPUINFO.read_text()
+        except OSError:
+            return ()
+        line = next((ln for ln in text.splitlines() if ln.startswith('flags')), '')
+        flags = set(line.partition(':')[2].split())
+    return tuple(name for name in NATIVE_BF16 if name in flags)
+
+
+@dataclass(frozen=True)
+class ComputePath:
+    """How to run a network on ``device``: autocast to ``dtype`` (float32: none) and channels-last."""
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+    why: str = ''
+
+    @property
+    def name(self):
+        name = {torch.float32: 'fp32', torch.bfloat16: 'bf16 autocast', torch.float16: 'fp16 autocast'}[self.dtype]
+        return name + (' + channels_last' if self.channels_last else '')
+
+    def describe(self):
+        """One line: the path and why it was taken."""
+        return f'compute path: {self.name} on {self.device} ({self.why})'
+
+    def autocast(self):
+        """The autocast context of this path (a null context for fp32)."""
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @property
+    def memory_format(self):
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def prepare(self, net):
+        """``net`` (float32 weights kept) in this path's memory format; returns it."""
+        return net.to(memory_format=self.memory_format)
+
+    def input(self, x):
+        """A (n, c, h, w) input in this path's memory format (5-D inputs are left as they are)."""
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
+
+def choose(dtype='auto', device='cpu'):
+    """The ``ComputePath`` for ``dtype`` (one of ``CHOICES``) on ``device``; ValueError naming the
+    choice where it cannot run there (fp16 on a CPU)."""
+    device = torch.device(device)
+    if dtype not in CHOICES:
+        raise ValueError(f'--dtype {dtype}: choose one of {", ".join(CHOICES)}')
+    if device.type == 'cpu':
+        native = cpu_bf16_features()
+        if dtype == 'fp16':
+            raise ValueError('--dtype fp16 needs a CUDA device (on a CPU use bf16, or auto)')
+        if dtype == 'bf16':
+            why = (f'asked for; this CPU has {"/".join(native)}' if native else
+                   'asked for; this CPU has no AMX-BF16/AVX512-BF16: emulated, much slower than fp32')
+            return ComputePath(device, torch.bfloat16, True, why)
+        if dtype == 'auto' and native:
+            return ComputePath(device, torch.bfloat16, True, f'auto: this CPU has {"/".join(native)}')
+        why = 'asked for' if dtype == 'fp32' else 'auto: this CPU has no AMX-BF16/AVX512-BF16'
+        return ComputePath(device, torch.float32, False, why)
+    if dtype == 'auto':
+        if device.type == 'cuda' and torch.cuda.is_bf16_supported():
+            return ComputePath(device, torch.bfloat16, False, 'auto: this GPU supports bf16')
+        return ComputePath(device, torch.float32, False, f'auto: fp32 on {device.type}')
+    return ComputePath(device, DTYPES[dtype], False, 'asked for')
