@@ -26,12 +26,17 @@ from hoffr_arch.benchmarks import speed
 from hoffr_arch.losses.hoffr_loss import DBLoss, FlowWarpLoss, SRLoss
 
 
-def train_speed(net, device, iters, batch=4, frames=8, lr_size=64, bf16=False, scale=4):
+def train_speed(net, device, iters, batch=4, frames=8, lr_size=64, bf16=False, scale=4, warmup=1,
+                frozen_pof=False):
     """(iterations per second, peak MiB) of training ``net`` (Adam; SR + DB + flow losses) on random
-    clips of ``batch`` x ``frames`` x ``lr_size``^2 LR (the REDS shape by default), after one warm-up."""
+    clips of ``batch`` x ``frames`` x ``lr_size``^2 LR (the REDS shape by default), after ``warmup``
+    steps; ``frozen_pof``: the POF frozen and no flow loss (``train.flow_lr_mul: 0``, HOFFR-S's recipe)."""
     net = net.to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-4)
-    sr, db, of = SRLoss(), DBLoss(), FlowWarpLoss()
+    if frozen_pof:
+        net.pof.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=2e-4)
+    sr, db = SRLoss(), DBLoss()
+    of = (lambda flows, sharp: 0) if frozen_pof else FlowWarpLoss()
     lq = torch.rand(batch, frames, 3, lr_size, lr_size, device=device)
     gt = torch.rand(batch, frames, 3, lr_size * scale, lr_size * scale, device=device)
     sharp = torch.rand(batch, frames, 3, lr_size, lr_size, device=device)
@@ -45,7 +50,8 @@ def train_speed(net, device, iters, batch=4, frames=8, lr_size=64, bf16=False, s
             loss = sr(out.float(), gt) + db(aux['deblurred'].float(), sharp) + of(aux['flows'], sharp)
         loss.backward()
         opt.step()
-    step()
+    for _ in range(warmup):
+        step()
     speed._sync(device)
     start = time.perf_counter()
     for _ in range(iters):
@@ -62,16 +68,11 @@ def make_data(root):
     return build_data(root)
 
 
-def train_hoffr_s(args, opt, corpus, out, env, device):
-    """HOFFR-S trained through BasicSR's runner for ``args.minutes`` on ``corpus/train``: a cosine
-    schedule sized from the measured speed (0.8 of the minutes), ``--time-budget`` as the backstop.
-    Its EMA weights are packed (``out/HOFFR_S_x4_gpu.pth``) and scored on ``corpus/val`` or
-    ``corpus/test`` against bicubic when the corpus has one. One row of the table."""
-    from basicsr.archs import build_network
-    from hoffr_arch import evaluation
-    from hoffr_arch.checkpoint import load_weights, pack_release
-    from hoffr_arch.streaming import torch_step
+def point_to_corpus(opt, corpus):
+    """A copy of training options ``opt`` reading ``corpus/train`` and validating on ``corpus/val`` or
+    ``corpus/test``; without either, no validation. Returns (options, held-out split folder or None)."""
     opt = yaml.safe_load(yaml.safe_dump(opt))
+    corpus = Path(corpus)
     held = next((corpus / s for s in ('val', 'test') if (corpus / s / 'meta_info.txt').exists()), None)
     if held is None:  # nothing held out: no validation (BasicSR's runner validates after the last iteration)
         opt['datasets'].pop('val', None)
@@ -83,6 +84,44 @@ def train_hoffr_s(args, opt, corpus, out, env, device):
         for key in ('dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file'):
             if key in ds:
                 ds[key] = str(split / Path(ds[key]).name)
+    return opt, held
+
+
+def final_checkpoint(experiment, total):
+    """(iterations, checkpoint) that a ``hoffr_arch.train --time-budget`` run in ``experiment`` ended
+    with: ``net_g_latest.pth`` when the schedule ran to ``total``, else its last budget checkpoint."""
+    experiment = Path(experiment)
+    latest = experiment / 'models' / 'net_g_latest.pth'
+    if latest.exists():
+        return total, latest
+    done = (experiment / 'time_budget.csv').read_text().splitlines()[1:]
+    if not done:
+        raise FileNotFoundError(f'{experiment}: the run saved no checkpoint')
+    _, it, ckpt = done[-1].split(',')
+    return int(it), Path(ckpt)
+
+
+def score_weights(path, network_g, held, scale, device, dataset=None):
+    """``hoffr_arch.evaluation.evaluate``'s result for the weights at ``path`` (a checkpoint or release
+    file of the network ``network_g``) on the held-out split folder ``held`` (or ``dataset``, a part of it)."""
+    from basicsr.archs import build_network
+    from hoffr_arch import evaluation
+    from hoffr_arch.checkpoint import load_weights
+    from hoffr_arch.streaming import torch_step
+    net = load_weights(build_network(dict(network_g, pof_path=None)), path).to(device).eval()
+    dataset = evaluation.test_dataset(held) if dataset is None else dataset
+    return evaluation.evaluate(evaluation.streamed(torch_step(net)), dataset, scale, device, net=net)
+
+
+def train_hoffr_s(args, opt, corpus, out, env, device):
+    """HOFFR-S trained through BasicSR's runner for ``args.minutes`` on ``corpus/train``: a cosine
+    schedule sized from the measured speed (0.8 of the minutes), ``--time-budget`` as the backstop.
+    Its EMA weights are packed (``out/HOFFR_S_x4_gpu.pth``) and scored on ``corpus/val`` or
+    ``corpus/test`` against bicubic when the corpus has one. One row of the table.
+    (``hoffr_arch.benchmarks.gpu_train`` is the run that continues the shipped weights.)"""
+    from basicsr.archs import build_network
+    from hoffr_arch.checkpoint import pack_release
+    opt, held = point_to_corpus(opt, corpus)
     train_ds = opt['datasets']['train']
     for key, value in (('batch_size_per_gpu', args.batch), ('gt_size', args.gt_size),
                        ('num_worker_per_gpu', args.workers)):
@@ -94,7 +133,8 @@ def train_hoffr_s(args, opt, corpus, out, env, device):
                          scale=opt['scale'])
     total = max(10, int(its * args.minutes * 60 * 0.8))
     opt['name'] = 'gpu_check_hoffr_s'
-    opt['train'] = dict(opt['train'], total_iter=total, scheduler=dict(opt['train']['scheduler'], periods=[total]))
+    opt['train'] = dict(opt['train'], total_iter=total, scheduler=dict(opt['train']['scheduler'], periods=[total],
+                                                                       restart_weights=[1]))
     (out / 'hoffr_s.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
     label = (f'HOFFR-S, {args.minutes:g} min, batch {train_ds["batch_size_per_gpu"]} x {train_ds["num_frame"]} '
              f'frames, {train_ds["gt_size"]}px GT')
@@ -102,16 +142,12 @@ def train_hoffr_s(args, opt, corpus, out, env, device):
                          '--time-budget', str(args.minutes * 1.5)], env, 'HOFFR-S training')
     if not ok:
         return label, 'FAILED', ''
-    models = out / 'experiments' / opt['name'] / 'models'
-    done = (out / 'experiments' / opt['name'] / 'time_budget.csv').read_text().splitlines()[1:]
-    it, ckpt = (done[-1].split(',')[1:] if done else (str(total), models / 'net_g_latest.pth'))
+    it, ckpt = final_checkpoint(out / 'experiments' / opt['name'], total)
     release = pack_release(ckpt, opt['network_g'], out / 'HOFFR_S_x4_gpu.pth', param_key='params_ema')
     label += f' ({it} iterations in {sec / 60:.1f} min)'
     if held is None:
         return label, f'weights: {release.name}', 'no held-out split in the corpus'
-    net = load_weights(build_network(dict(opt['network_g'], pof_path=None)), release).to(device).eval()
-    res = evaluation.evaluate(evaluation.streamed(torch_step(net)), evaluation.test_dataset(held), opt['scale'],
-                              device, net=net)
+    res = score_weights(release, opt['network_g'], held, opt['scale'], device)
     return (label, f'{res["model"][0]:.2f} dB vs bicubic {res["bicubic"][0]:.2f}',
             f'first {res["gain_first"]:+.2f}, later {res["gain_later"]:+.2f} dB')
 
