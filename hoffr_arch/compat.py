@@ -122,8 +122,8 @@ def _load_resume_state(opt):
     This one looks under ``opt['path']['experiments_root']`` (absolute, from the root path), loads to
     CPU (the optimizer moves its state to the parameters' device), and records the resume point so
     that the sampler continues the data order instead of replaying the epoch.
-    Training states are our own files (optimizer and scheduler state, with a ``Counter``), so they
-    are loaded with ``weights_only=False``.
+    A training state is data from a file like any other: it is read with ``weights_only=True``
+    (``read_training_state``), so a pickled object in it cannot run code.
     """
     import torch
     from basicsr.utils import check_resume
@@ -132,10 +132,35 @@ def _load_resume_state(opt):
     if path is None:
         return None
     opt['path']['resume_state'] = path
-    state = torch.load(path, map_location='cpu', weights_only=False)
+    state = read_training_state(path)
     check_resume(opt, state['iter'])
     RESUME_POINT.update(epoch=state['epoch'], iter=state['iter'],
                         batch_size=opt['datasets']['train']['batch_size_per_gpu'])
+    return state
+
+
+def read_training_state(path):
+    """The training state at ``path`` (epoch, iteration, optimizer and scheduler states), unpickled
+    with ``weights_only=True``: tensors, plain values and ``collections.Counter`` (BasicSR's
+    ``MultiStepRestartLR`` keeps its milestones in one) only. Anything else is refused in one line
+    naming the file (``CheckpointError``)."""
+    import collections
+
+    import torch
+
+    from .checkpoint import CheckpointError
+    try:
+        with torch.serialization.safe_globals([collections.Counter]):
+            state = torch.load(path, map_location='cpu', weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f'{path}: no such training state') from None
+    except Exception as err:  # noqa: BLE001 (torch raises several types for unsafe or broken files)
+        if 'weights_only' in str(err) or 'Unsupported global' in str(err):
+            raise CheckpointError(f'{path}: holds objects other than tensors and plain values; refused, '
+                                  'unpickling it could run code') from None
+        raise CheckpointError(f'{path}: not a readable training state ({type(err).__name__})') from None
+    if not isinstance(state, dict) or not {'iter', 'epoch', 'optimizers', 'schedulers'} <= set(state):
+        raise CheckpointError(f'{path}: not a training state (no iter, epoch, optimizers, schedulers)')
     return state
 
 

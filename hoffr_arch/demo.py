@@ -15,15 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import yaml
 
 import hoffr_arch
 from basicsr.archs import build_network
-from basicsr.utils.options import ordered_yaml
 from datasets_lmdb import pack, reds_plan, synth, verify
 from hoffr_arch import evaluation
 from hoffr_arch._entry import project_root
 from hoffr_arch.checkpoint import load_weights
+from hoffr_arch.options import load_yaml
 from hoffr_arch.streaming import torch_step
 
 BUNDLED = Path(hoffr_arch.__file__).parent / 'assets' / 'sam2_01_dog.mp4'
@@ -103,8 +102,7 @@ def main(argv=None):
     from hoffr_arch.train import main as train_main
     train_main(train_args)
 
-    with open(opt_path) as f:
-        opt = yaml.load(f, Loader=ordered_yaml()[0])
+    opt = load_yaml(opt_path)
     weights = root / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     result = evaluate(opt, weights, lmdb_root, device)

@@ -7,15 +7,57 @@ checked against that class's constructor or, for our datasets, their documented 
 import argparse
 import difflib
 import inspect
+import numbers
+import re
 
 import yaml
 
-from basicsr.utils.options import _postprocess_yml_value, ordered_yaml  # parse_options's own value parsing
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 
 class OptionsError(ValueError):
     """An option file with a missing, unknown or invalid key."""
+
+
+_SafeLoader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+_FLOAT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$')
+
+
+def load_yaml(path):
+    """The YAML file at ``path`` as plain data (dicts keep the file's order), read with PyYAML's safe
+    loader: an option file, a training YAML found beside a checkpoint or a model card is data, never
+    code. BasicSR's own ordered loader builds any Python object a tag names
+    (``!!python/object/apply:os.system``); here such a tag is an ``OptionsError`` naming the file.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            return yaml.load(f, Loader=_SafeLoader)
+    except yaml.constructor.ConstructorError as err:
+        mark = f' (line {err.problem_mark.line + 1})' if err.problem_mark else ''
+        raise OptionsError(f'{path}{mark}: the tag {err.problem.split()[-1] if err.problem else "?"} is not allowed: '
+                           'option files are read as data, and Python tags would run code') from None
+    except yaml.YAMLError as err:
+        raise OptionsError(f'{path}: not valid YAML: {" ".join(str(err).split())}') from None
+    except UnicodeDecodeError:
+        raise OptionsError(f'{path}: not a text file') from None
+    except OSError as err:
+        raise OptionsError(f'{path}: cannot read it ({err.strerror})') from None
+
+
+def parse_value(text, where='--force_yml'):
+    """A ``--force_yml`` value as YAML data (safe loader; never ``eval``): ``3``, ``-1``, ``2.5``,
+    ``[100, 200]``, ``true``, ``~``; also ``none`` and ``!!float 1e-4`` as BasicSR reads them, and a
+    bare ``1e-4`` as a float (YAML 1.1 reads it as a string)."""
+    text = text.strip()
+    if text.lower() == 'none':
+        return None
+    try:
+        value = yaml.load(text, Loader=_SafeLoader)
+    except yaml.YAMLError as err:
+        raise OptionsError(f"{where}: value {text!r} is not plain YAML data ({' '.join(str(err).split()[:8])})") from None
+    if isinstance(value, str) and _FLOAT.match(value):
+        return float(value)
+    return value
 
 
 TOP = {'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train', 'val',
@@ -67,11 +109,40 @@ class _Checker:
             self.fail(f"'{where}.type': no {what} named {name!r}" + (f" (did you mean '{close[0]}'?)" if close else ''))
         return cls
 
-    def component(self, section, where, registry, what, extra=()):
+    def component(self, section, where, registry, what, extra=(), ints=False):
         cls = self.registered(section, where, registry, what)
         allowed = _keys_of(cls)
         self.keys(section, where, None if allowed is None else allowed | {'type'} | set(extra))
+        self.types(section, where, cls, ints)
         return cls
+
+    def types(self, section, where, cls, ints=False):
+        """Each value of ``section`` of the type of its parameter's default in ``cls`` (a bool, a
+        number; an integer where ``ints`` and the default is one: a network's sizes; elsewhere an
+        int default such as ``weight_decay=0`` takes any number), so that ``num_feat: abc`` or
+        ``lr: fast`` fails here, not mid-run."""
+        params = inspect.signature(cls.__init__ if inspect.isclass(cls) else cls).parameters
+        for key, value in section.items():
+            default = params[key].default if key in params else None
+            if isinstance(default, bool):
+                ok, kind = isinstance(value, bool), 'true or false'
+            elif isinstance(default, int) and ints:
+                ok, kind = isinstance(value, int) and not isinstance(value, bool), 'an integer'
+            elif isinstance(default, (int, float)):
+                ok, kind = isinstance(value, numbers.Real) and not isinstance(value, bool), 'a number'
+            else:
+                continue
+            if not ok:
+                self.fail(f"'{where}.{key}' must be {kind}, got {value!r}")
+
+    def number(self, section, where, key, low, integer=True, required=False):
+        """``section[key]`` an integer (or a number) >= ``low`` when given."""
+        value = section.get(key)
+        if value is None and not required:
+            return
+        kind = int if integer else numbers.Real
+        if not isinstance(value, kind) or isinstance(value, bool) or value < low:
+            self.fail(f"'{where}.{key}' must be {'an integer' if integer else 'a number'} >= {low}, got {value!r}")
 
 
 def apply_force_yml(opt, entries, path='--force_yml'):
@@ -87,7 +158,7 @@ def apply_force_yml(opt, entries, path='--force_yml'):
             if not isinstance(section.get(key), dict):
                 raise OptionsError(f"{path}: '--force_yml {entry}': no section '{key}' to set '{last}' in")
             section = section[key]
-        section[last] = _postprocess_yml_value(value.strip())
+        section[last] = parse_value(value, f"{path}: '--force_yml {entry}'")
     return opt
 
 
@@ -101,12 +172,9 @@ def force_yml_entries(argv):
 
 def check_options(path, is_train=True, force=()):
     """Validate the option file at ``path`` with the ``--force_yml`` overrides ``force`` applied;
-    returns the parsed dict. Raises OptionsError."""
-    with open(path) as f:
-        try:
-            opt = yaml.load(f, Loader=ordered_yaml()[0])
-        except yaml.YAMLError as err:
-            raise OptionsError(f'{path}: not valid YAML: {err}') from None
+    returns the parsed dict, with a cosine schedule's omitted ``periods`` derived from
+    ``train.total_iter`` (``derive_schedule``). Raises OptionsError."""
+    opt = load_yaml(path)
     c = _Checker(path)
     if not isinstance(opt, dict):
         c.fail('not a mapping of options')
@@ -114,13 +182,35 @@ def check_options(path, is_train=True, force=()):
     required = ['name', 'model_type', 'scale', 'num_gpu', 'network_g', 'datasets', 'path']
     required += ['train', 'logger'] if is_train else ['val']
     c.keys(opt, '', TOP, required)
+    _check_name(c, opt['name'])
     c.registered({'type': opt['model_type']}, 'model_type', MODEL_REGISTRY, 'model')
-    c.component(opt['network_g'], 'network_g', ARCH_REGISTRY, 'network')
+    c.component(opt['network_g'], 'network_g', ARCH_REGISTRY, 'network', ints=True)
     c.keys(opt['path'], 'path', PATH, [] if is_train else ['pretrain_network_g'])
+    phases = _check_datasets(c, opt['datasets'], is_train)
+    if is_train:
+        _check_train(c, opt['train'], opt['model_type'] == 'HOFFRModel')
+        c.keys(opt['logger'], 'logger', LOGGER, ['print_freq', 'save_checkpoint_freq'])
+        for key in ('print_freq', 'save_checkpoint_freq'):
+            c.number(opt['logger'], 'logger', key, 1, integer=False)  # BasicSR's YAMLs write !!float 5e3
+    if opt.get('val') is not None:
+        _check_val(c, opt['val'], is_train and 'val' in phases)
+    return opt
 
-    c.keys(opt['datasets'], 'datasets', None)
+
+def _check_name(c, name):
+    """An experiment name is one folder name under ``experiments/`` (or ``results/``): a name with a
+    path separator or ``..`` would write, and BasicSR would rename existing folders, elsewhere."""
+    if not isinstance(name, str) or not name.strip():
+        c.fail(f"'name' must be a non-empty string, got {name!r}")
+    if '/' in name or '\\' in name or name.startswith('.') or '\0' in name:
+        c.fail(f"'name' {name!r} must be a plain folder name (no '/', '\\', leading '.' or '..')")
+
+
+def _check_datasets(c, datasets, is_train):
+    """Each dataset phase registered, its keys known, its sizes positive integers; returns the phases."""
+    c.keys(datasets, 'datasets', None)
     phases = []
-    for phase, ds in opt['datasets'].items():
+    for phase, ds in datasets.items():
         where = f'datasets.{phase}'
         kind = phase.split('_')[0]
         if kind not in (('train', 'val') if is_train else ('test', 'val')):
@@ -131,51 +221,94 @@ def check_options(path, is_train=True, force=()):
         needed = ['dataroot_gt', 'dataroot_lq'] + (['num_frame', 'gt_size', 'batch_size_per_gpu',
                                                      'num_worker_per_gpu'] if kind == 'train' else [])
         c.keys(ds, where, None if known is None else known | DATASET_COMMON, needed if known else ['name'])
+        for key in ('num_frame', 'gt_size', 'batch_size_per_gpu', 'dataset_enlarge_ratio', 'max_frames'):
+            c.number(ds, where, key, 1)
+        c.number(ds, where, 'num_worker_per_gpu', 0)
     if is_train and 'train' not in phases:
         c.fail("missing key 'datasets.train'")
+    return phases
 
-    if is_train:
-        train = opt['train']
-        ours = opt['model_type'] == 'HOFFRModel'  # other BasicSR models have their own train keys
-        c.keys(train, 'train', TRAIN if ours else None, ['optim_g', 'scheduler', 'total_iter'])
-        if ours and not (train.get('losses') or train.get('sr_opt')):
-            c.fail("missing key 'train.losses' (a list of losses, e.g. [{type: SRLoss}]; or train.sr_opt)")
-        optim = train['optim_g']
-        import torch
-        from hoffr_arch.models.hoffr_model import OPTIMIZERS
-        known = OPTIMIZERS if ours else ('Adam',)  # BasicSR 1.4.2's own models know only Adam
-        if optim.get('type') not in known:
-            c.fail(f"'train.optim_g.type' must be one of {', '.join(known)}, got {optim.get('type')!r}")
-        c.keys(optim, 'train.optim_g', (_keys_of(getattr(torch.optim, optim['type'])) - {'params'}) | {'type'}, ['lr'])
-        from basicsr.models import lr_scheduler
-        schedulers = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
-                      'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
-        sched = train['scheduler']
-        if sched.get('type') not in schedulers:
-            c.fail(f"'train.scheduler.type' must be one of {', '.join(schedulers)}, got {sched.get('type')!r}")
-        c.keys(sched, 'train.scheduler', (_keys_of(schedulers[sched['type']]) - {'optimizer'}) | {'type'})
-        for key in ('sr_opt', 'db_opt', 'flow_opt', 'pixel_opt'):
-            if train.get(key) is not None:
-                c.component(train[key], f'train.{key}', LOSS_REGISTRY, 'loss')
-        if ours and train.get('losses') is not None:
-            from hoffr_arch.models.hoffr_model import LOSS_INPUTS
-            if not isinstance(train['losses'], list):
-                c.fail("'train.losses' must be a list of losses")
-            for i, spec in enumerate(train['losses']):
-                c.component(spec, f'train.losses[{i}]', LOSS_REGISTRY, 'loss', extra=('name', 'inputs'))
-                bad = [k for k in spec.get('inputs') or () if k not in LOSS_INPUTS]
-                if bad:
-                    c.fail(f"'train.losses[{i}].inputs': unknown {bad} (known: {', '.join(LOSS_INPUTS)})")
-        c.keys(opt['logger'], 'logger', LOGGER, ['print_freq', 'save_checkpoint_freq'])
-    if opt.get('val') is not None:
-        c.keys(opt['val'], 'val', VAL, ['val_freq'] if is_train and 'val' in phases else [])
-        for name, metric in (opt['val'].get('metrics') or {}).items():
-            fn = c.registered(metric, f'val.metrics.{name}', METRIC_REGISTRY, 'metric')
-            # a metric's options: its declared ``options``, else its named parameters after the two
-            # images (its **kwargs only swallow what BasicSR passes along: a misspelled option would
-            # be ignored silently)
-            named = getattr(fn, 'options', None) or [
-                k for k, p in inspect.signature(fn).parameters.items()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)][2:]
-            c.keys(metric, f'val.metrics.{name}', set(named) | {'type', 'better'})
-    return opt
+
+def _check_train(c, train, ours):
+    """``train``: optimizer, schedule (``derive_schedule``), losses, iterations."""
+    c.keys(train, 'train', TRAIN if ours else None, ['optim_g', 'scheduler', 'total_iter'])
+    c.number(train, 'train', 'total_iter', 1, integer=False, required=True)  # BasicSR takes int() of it
+    c.number(train, 'train', 'warmup_iter', -1)
+    if ours and not (train.get('losses') or train.get('sr_opt')):
+        c.fail("missing key 'train.losses' (a list of losses, e.g. [{type: SRLoss}]; or train.sr_opt)")
+    import torch
+    from hoffr_arch.models.hoffr_model import OPTIMIZERS
+    optim = train['optim_g']
+    known = OPTIMIZERS if ours else ('Adam',)  # BasicSR 1.4.2's own models know only Adam
+    if not isinstance(optim, dict) or optim.get('type') not in known:
+        c.fail(f"'train.optim_g.type' must be one of {', '.join(known)}, got {(optim or {}).get('type')!r}")
+    optimizer = getattr(torch.optim, optim['type'])
+    c.keys(optim, 'train.optim_g', (_keys_of(optimizer) - {'params'}) | {'type'}, ['lr'])
+    c.types(optim, 'train.optim_g', optimizer)
+    c.number(optim, 'train.optim_g', 'lr', 0, integer=False)
+    derive_schedule(c, train)
+    for key in ('sr_opt', 'db_opt', 'flow_opt', 'pixel_opt'):
+        if train.get(key) is not None:
+            c.component(train[key], f'train.{key}', LOSS_REGISTRY, 'loss')
+    if ours and train.get('losses') is not None:
+        from hoffr_arch.models.hoffr_model import LOSS_INPUTS
+        if not isinstance(train['losses'], list):
+            c.fail("'train.losses' must be a list of losses")
+        for i, spec in enumerate(train['losses']):
+            c.component(spec, f'train.losses[{i}]', LOSS_REGISTRY, 'loss', extra=('name', 'inputs'))
+            bad = [k for k in spec.get('inputs') or () if k not in LOSS_INPUTS]
+            if bad:
+                c.fail(f"'train.losses[{i}].inputs': unknown {bad} (known: {', '.join(LOSS_INPUTS)})")
+
+
+def derive_schedule(c, train):
+    """Check ``train.scheduler``; a ``CosineAnnealingRestartLR`` without ``periods`` gets one period
+    of ``total_iter`` (and ``restart_weights: [1]``), so that a longer run is one override of
+    ``total_iter``. Given periods must cover ``total_iter``: BasicSR's scheduler fails with a
+    TypeError at the first iteration past them."""
+    from basicsr.models import lr_scheduler
+    schedulers = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
+                  'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
+    sched = train['scheduler']
+    if not isinstance(sched, dict) or sched.get('type') not in schedulers:
+        c.fail(f"'train.scheduler.type' must be one of {', '.join(schedulers)}, got {(sched or {}).get('type')!r}")
+    c.keys(sched, 'train.scheduler', (_keys_of(schedulers[sched['type']]) - {'optimizer'}) | {'type'},
+           ['milestones'] if sched['type'] != 'CosineAnnealingRestartLR' else [])
+    c.types(sched, 'train.scheduler', schedulers[sched['type']])
+    if sched['type'] != 'CosineAnnealingRestartLR':
+        return
+    sched = train['scheduler'] = with_periods(train)
+    periods = sched['periods']
+    if not isinstance(periods, list) or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0
+                                                for p in periods):
+        c.fail(f"'train.scheduler.periods' must be a list of positive integers, got {periods!r}")
+    weights = sched.get('restart_weights', [1])
+    if not isinstance(weights, list) or len(weights) != len(periods):
+        c.fail(f"'train.scheduler.restart_weights' must be a list as long as periods ({len(periods)}), got {weights!r}")
+    if sum(periods) < train['total_iter']:
+        c.fail(f"'train.scheduler.periods' end at iteration {sum(periods)}, before 'train.total_iter' "
+               f"{train['total_iter']} (BasicSR's scheduler would fail there); omit periods to follow total_iter")
+
+
+def with_periods(train):
+    """``train.scheduler``, a ``CosineAnnealingRestartLR`` without ``periods`` given one period of
+    ``train.total_iter`` (and ``restart_weights: [1]``); other schedulers as they are."""
+    sched = dict(train['scheduler'])
+    if sched.get('type') == 'CosineAnnealingRestartLR' and sched.get('periods') is None:
+        sched['periods'] = [int(train['total_iter'])]
+        sched.setdefault('restart_weights', [1])
+    return sched
+
+
+def _check_val(c, val, needs_freq):
+    c.keys(val, 'val', VAL, ['val_freq'] if needs_freq else [])
+    c.number(val, 'val', 'val_freq', 1, integer=False)
+    for name, metric in (val.get('metrics') or {}).items():
+        fn = c.registered(metric, f'val.metrics.{name}', METRIC_REGISTRY, 'metric')
+        # a metric's options: its declared ``options``, else its named parameters after the two
+        # images (its **kwargs only swallow what BasicSR passes along: a misspelled option would
+        # be ignored silently)
+        named = getattr(fn, 'options', None) or [
+            k for k, p in inspect.signature(fn).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)][2:]
+        c.keys(metric, f'val.metrics.{name}', set(named) | {'type', 'better'})

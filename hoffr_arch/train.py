@@ -19,6 +19,7 @@ import hoffr_arch  # noqa: F401  (compat fixes, registries)
 import basicsr.train
 from basicsr.train import train_pipeline
 from hoffr_arch._entry import finish_distributed, prepare
+from hoffr_arch.checkpoint import CheckpointError
 from hoffr_arch.models.hoffr_model import NonFiniteLossError
 
 
@@ -92,6 +93,9 @@ def main(argv=None):
         ok = True
     except NonFiniteLossError as err:
         sys.exit(f'error: {err}')
+    except CheckpointError as err:  # a resume state that became unreadable after prepare() read it
+        print(f'error: {err}', file=sys.stderr)
+        sys.exit(2)
     finally:
         finish_distributed(ok)
 

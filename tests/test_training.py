@@ -60,8 +60,7 @@ def train_options(root, data, name='tiny', total_iter=6, save_freq=3, **train_ex
                       'pof_num_block': 1},
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
         'train': {'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.999]},
-                  'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [100], 'restart_weights': [1],
-                                'eta_min': 1e-5},
+                  'scheduler': {'type': 'CosineAnnealingRestartLR', 'eta_min': 1e-5},  # periods: total_iter
                   'total_iter': total_iter, 'warmup_iter': -1, 'log_batch_keys': True,
                   'sr_opt': {'type': 'SRLoss', 'loss_weight': 1.0},
                   'db_opt': {'type': 'DBLoss', 'loss_weight': 0.5},
@@ -214,8 +213,9 @@ def test_sigkill_then_auto_resume_loses_at_most_one_interval(tmp_path, lmdb_data
     proc = subprocess.Popen([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(opt)], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline and len(list(states.glob('*.state'))) < 2:
+    while time.time() < deadline and len(list(states.glob('*.state'))) < 2 and proc.poll() is None:
         time.sleep(0.1)
+    assert proc.poll() is None, f'the training ended early (exit {proc.returncode})'
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     saved = max(int(p.stem) for p in states.glob('*.state'))

@@ -2,7 +2,9 @@
 
 - ``model_to_device``: DDP on CPU (gloo) as well as CUDA; BasicSR's always asks CUDA for a device;
 - checkpoints and training states written atomically (temporary file, then rename), so a kill
-  during a save never leaves a partial file for ``--auto_resume`` to meet.
+  during a save never leaves a partial file for ``--auto_resume`` to meet;
+- a resumed run follows the schedule of its options: a longer ``total_iter`` (whose cosine period
+  ``check_options`` derives) continues past the old end instead of failing in BasicSR's scheduler.
 """
 import os
 import time
@@ -37,6 +39,21 @@ class RunSafetyMixin:
         if self.opt['num_gpu'] > 1:
             return DataParallel(net)
         return net
+
+    # what defines a BasicSR scheduler's shape (from the options); the rest of its state (the
+    # iteration, the base rates) comes from the training state
+    SCHEDULE_KEYS = ('periods', 'cumulative_period', 'restart_weights', 'eta_min', 'milestones', 'gamma', 'restarts')
+
+    def setup_schedulers(self):
+        from hoffr_arch.options import with_periods
+        self.opt['train']['scheduler'] = with_periods(self.opt['train'])  # omitted periods follow total_iter
+        super().setup_schedulers()
+
+    def resume_training(self, resume_state):
+        shapes = [{k: getattr(s, k) for k in self.SCHEDULE_KEYS if hasattr(s, k)} for s in self.schedulers]
+        super().resume_training(resume_state)
+        for scheduler, shape in zip(self.schedulers, shapes):
+            vars(scheduler).update(shape)
 
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
