@@ -21,6 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from hoffr_arch.data.frame_io import ENCODINGS, bicubic_downscale, encode_bmp, encode_png, frame_shape, stored_format
+from hoffr_arch.data.lmdb_integrity import CHECKSUMS, checksum
 from hoffr_arch.data.meta_info import clip_line, frame_line
 
 from .layout import HR_KINDS, LR_OF, DatasetError
@@ -124,6 +125,15 @@ def _bounded_map(fn, items, workers):
             yield from pool.map(fn, items[start:start + chunk])
 
 
+LMDB_FILES = {'data.mdb', 'lock.mdb', 'meta_info.txt', 'meta_info.txt.tmp', CHECKSUMS, CHECKSUMS + '.tmp'}
+
+
+def is_packed_lmdb(path):
+    """What ``--overwrite`` may replace: a folder holding nothing but an LMDB's files and ours."""
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and all(p.name in LMDB_FILES and p.is_file() for p in path.iterdir())
+
+
 def write_lmdb(path, clips, expected, encoding='bmp', png_level=1, workers=None, overwrite=False,
                desc=None):
     """Pack ``{clip: [Frame]}`` into ``path`` (an ``.lmdb`` folder) via ``path.partial``.
@@ -135,6 +145,9 @@ def write_lmdb(path, clips, expected, encoding='bmp', png_level=1, workers=None,
     if overwrite:
         for p in (path, partial):
             if p.exists():
+                if not is_packed_lmdb(p):
+                    raise DatasetError(f'{p}: holds files other than an LMDB this tool writes; --overwrite replaces '
+                                       'only those, so it is left alone: remove it yourself or choose another output')
                 shutil.rmtree(p)
     elif path.exists():
         return sum(len(f) for f in clips.values())  # complete, kept (resume)
@@ -157,7 +170,7 @@ def write_lmdb(path, clips, expected, encoding='bmp', png_level=1, workers=None,
                     raise DatasetError(f'{frame.path}: frame {frame.key} is {shape[0]}x{shape[1]}, the rest of clip '
                                        f'{clip} is {expected[clip][0]}x{expected[clip][1]}')
                 txn.put(frame.key.encode('ascii'), value)
-                shapes[frame.key] = (tuple(shape), stored_format(value))
+                shapes[frame.key] = (tuple(shape), stored_format(value), checksum(value))
                 pending += len(value)
                 if pending >= COMMIT_BYTES:
                     txn.commit()
@@ -169,14 +182,15 @@ def write_lmdb(path, clips, expected, encoding='bmp', png_level=1, workers=None,
             raise
         finally:
             bar.close()
-        lines = []
+        lines, sums = [], []
         with env.begin() as txn:
             for f in frames:
                 if f.key not in shapes:
                     value = txn.get(f.key.encode('ascii'))
-                    shapes[f.key] = (frame_shape(value), stored_format(value))
-                (h, w, c), ext = shapes[f.key]
+                    shapes[f.key] = (frame_shape(value), stored_format(value), checksum(value))
+                (h, w, c), ext, crc = shapes[f.key]
                 lines.append(frame_line(f.key, ext, (h, w, c), png_level if encoding == 'png' else 0))
+                sums.append(f'{f.key} {crc}\n')
             if txn.stat()['entries'] != len(frames):
                 raise DatasetError(f'{partial} holds {txn.stat()["entries"]} frames, the input has {len(frames)}; '
                                    'the input changed since the interrupted run: pass --overwrite')
@@ -184,6 +198,7 @@ def write_lmdb(path, clips, expected, encoding='bmp', png_level=1, workers=None,
     finally:
         env.close()
     _write_atomic(partial / 'meta_info.txt', ''.join(lines))
+    _write_atomic(partial / CHECKSUMS, ''.join(sums))
     os.replace(partial, path)
     return len(frames)
 

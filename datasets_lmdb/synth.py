@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hoffr_arch.data.frame_io import bicubic_downscale
-from hoffr_arch.data.video_io import read_frames
+from hoffr_arch.data.video_io import check_apart, read_frames
 
 from .layout import DatasetError
 
@@ -122,6 +122,27 @@ def clip_exposure(exposure, index):
     return float(exposure)
 
 
+MARKER = '.datasets_lmdb_synth'  # what makes a folder ours to replace
+KIND_FOLDERS = {f'{split}_{kind}' for split in ('train', 'val')
+                for kind in ('sharp', 'blur', 'sharp_bicubic', 'blur_bicubic')}
+
+
+def check_replaceable(folder, overwrite):
+    """Refuse to replace ``folder`` unless ``overwrite`` is given and it is a synth output: it holds
+    our marker and nothing but the REDS-layout folders synth writes (never a user's files)."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        return
+    if not overwrite:
+        raise DatasetError(f'{folder} already exists; pass --overwrite to replace an earlier synth output')
+    entries = {p.name for p in folder.iterdir()} if folder.is_dir() and not folder.is_symlink() else set()
+    if MARKER not in entries or entries - KIND_FOLDERS - {MARKER}:
+        other = sorted(entries - KIND_FOLDERS - {MARKER})
+        raise DatasetError(f'{folder}: not a folder synth wrote{f" (it holds {other[0]})" if other else ""}; '
+                           '--overwrite replaces only those, so it is left alone: choose another output')
+
+
 def synth(inputs, root, exposure=1.0, scale=4, clip_length=None, start=0, max_frames=None, resize=None,
           overwrite=False, workers=None, first_clip=0, step=1):
     """Make a REDS-layout VSRDB set under ``root`` from sharp videos or frame folders.
@@ -134,14 +155,17 @@ def synth(inputs, root, exposure=1.0, scale=4, clip_length=None, start=0, max_fr
     """
     root = Path(root)
     partial = root.with_name(root.name + '.partial')
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise DatasetError(f'{root} already exists; pass --overwrite to replace it')
     defaults = dict(start=start, max_frames=max_frames, step=step, exposure=exposure, resize=resize,
                     split='train', clip_length=clip_length)
     sources = [parse_source(spec, defaults) for spec in inputs]  # every spec checked before any work
-    if partial.exists():  # left by an interrupted run: frames are cheap to redo
+    for target in (root, partial):
+        check_apart(target, [source for source, _ in sources])
+    check_replaceable(root, overwrite)
+    check_replaceable(partial, True)  # an interrupted synth's (its marker says so), never a user's folder
+    if partial.exists():  # frames are cheap to redo
         shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    (partial / MARKER).write_text('written by python -m datasets_lmdb synth; --overwrite may replace this folder\n')
     clips, index = {}, first_clip
     bar = tqdm(unit='frame', desc='synth')
     folders = {'sharp': '{p}_sharp', 'blur': '{p}_blur', 'sharp_bicubic': '{p}_sharp_bicubic/X4',

@@ -4,7 +4,8 @@ from pathlib import Path
 import lmdb
 from tqdm import tqdm
 
-from hoffr_arch.data.frame_io import decode_frame, stored_format
+from hoffr_arch.data.frame_io import DatasetError, decode_frame, stored_format
+from hoffr_arch.data.lmdb_integrity import checksum, read_checksums, truncation
 from hoffr_arch.data.meta_info import read_clips, read_frames_meta
 
 from .layout import LR_OF
@@ -32,30 +33,13 @@ def verify(out, scale=4):
         counts[split], formats[split] = {}, {}
         for lmdb_dir in sorted(split_dir.glob('*.lmdb')):
             kind = lmdb_dir.name[:-len('.lmdb')]
-            meta = read_frames_meta(lmdb_dir)
-            env = lmdb.open(str(lmdb_dir), readonly=True, lock=False, readahead=False)
-            seen = set()
-            with env.begin() as txn:
-                for key, value in tqdm(txn.cursor(), total=txn.stat()['entries'], unit='frame', desc=f'{split}/{kind}'):
-                    key = bytes(key).decode('ascii')
-                    seen.add(key)
-                    fmt = stored_format(value)
-                    formats[split].setdefault(kind, {})[fmt] = formats[split].get(kind, {}).get(fmt, 0) + 1
-                    try:
-                        shape = decode_frame(value).shape
-                    except ValueError as err:
-                        problems.append(f'{lmdb_dir}: frame {key}: {err}')
-                        continue
-                    if key in meta and meta[key] != shape:
-                        problems.append(f'{lmdb_dir}: frame {key} is {shape}, its meta_info.txt says {meta[key]}')
-                    shapes.setdefault(kind, {}).setdefault(key.split('/')[0], shape)
-            env.close()
+            seen = verify_lmdb(lmdb_dir, split, kind, problems, formats[split], shapes)
+            if seen is None:
+                continue
             counts[split][kind] = len(seen)
             for what, keys in (('frames missing', expected_keys - seen), ('frames not in meta_info', seen - expected_keys)):
                 if keys:
                     problems.append(f'{lmdb_dir}: {len(keys)} {what}, e.g. {sorted(keys)[0]}')
-            if set(meta) != seen:
-                problems.append(f'{lmdb_dir}/meta_info.txt lists {len(meta)} keys, the LMDB holds {len(seen)}')
         for lr_kind, hr_kind in LR_OF.items():
             for clip, (h, w, _) in shapes.get(lr_kind, {}).items():
                 hr = shapes.get(hr_kind, {}).get(clip)
@@ -63,3 +47,43 @@ def verify(out, scale=4):
                     problems.append(f'{split} clip {clip}: {hr_kind} is {hr[0]}x{hr[1]}, {lr_kind} is {h}x{w}: '
                                     f'not {scale} x')
     return problems, counts, formats
+
+
+def verify_lmdb(lmdb_dir, split, kind, problems, formats, shapes):
+    """Check one ``<kind>.lmdb``: whole file (``truncation``), every value decoded, its shape against
+    the LMDB's meta_info and its CRC against ``checksums.txt``. Appends to ``problems``, counts
+    ``formats`` and records each clip's first shape in ``shapes[kind]``; returns the keys seen, or
+    None when the LMDB cannot be read at all."""
+    problem = truncation(lmdb_dir)
+    if problem:
+        problems.append(problem)
+        return None
+    try:
+        meta, sums = read_frames_meta(lmdb_dir), read_checksums(lmdb_dir)
+    except DatasetError as err:
+        problems.append(str(err))
+        return None
+    if sums is None:
+        print(f'{lmdb_dir}: no checksums.txt (packed by an older version): values are decoded, not checksummed')
+    env = lmdb.open(str(lmdb_dir), readonly=True, lock=False, readahead=False)
+    seen = set()
+    with env.begin() as txn:
+        for key, value in tqdm(txn.cursor(), total=txn.stat()['entries'], unit='frame', desc=f'{split}/{kind}'):
+            key = bytes(key).decode('ascii', 'replace')
+            seen.add(key)
+            if sums is not None and sums.get(key) != checksum(value):
+                problems.append(f'{lmdb_dir}: frame {key}: its bytes differ from those packed (checksum mismatch)')
+                continue
+            try:
+                fmt, shape = stored_format(value), decode_frame(value).shape
+            except Exception as err:  # noqa: BLE001 (a corrupt header fails in many ways)
+                problems.append(f'{lmdb_dir}: frame {key}: not a decodable image ({type(err).__name__}: {err})')
+                continue
+            formats.setdefault(kind, {})[fmt] = formats.get(kind, {}).get(fmt, 0) + 1
+            if key in meta and meta[key] != shape:
+                problems.append(f'{lmdb_dir}: frame {key} is {shape}, its meta_info.txt says {meta[key]}')
+            shapes.setdefault(kind, {}).setdefault(key.split('/')[0], shape)
+    env.close()
+    if set(meta) != seen:
+        problems.append(f'{lmdb_dir}/meta_info.txt lists {len(meta)} keys, the LMDB holds {len(seen)}')
+    return seen

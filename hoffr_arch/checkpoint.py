@@ -42,6 +42,12 @@ def read_state_dict(path, param_key=None):
         state = ckpt
     else:
         state = ckpt[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f'{path}: {key} is not a mapping of weight names to tensors')
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f'{path}: weight {bad} holds NaN or infinite values: the file is corrupt '
+                              '(or from a run that diverged)')
     return {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}, key
 
 

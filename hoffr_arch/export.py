@@ -81,6 +81,7 @@ def check(step, path, size):
 
 
 def main(argv=None):
+    from hoffr_arch.data.video_io import MediaError, check_writable
     from hoffr_arch.infer import InferError, add_model_arguments, load_model_from_args
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
@@ -93,6 +94,11 @@ def main(argv=None):
             raise InferError(f'{out}: the output must be an .onnx file')
         if out.exists() and not args.overwrite:
             raise InferError(f'{out} already exists; pass --overwrite to replace it')
+        try:
+            check_writable(out)
+        except MediaError as err:
+            raise InferError(str(err)) from None
+        out.parent.mkdir(parents=True, exist_ok=True)
         net = load_model_from_args(args, 'cpu')
         diff = export(net, args.output)
     except (InferError, ValueError) as err:

@@ -19,6 +19,7 @@ frame rate stays variable) and rotation metadata, and copy its audio and subtitl
 inside an input folder, and ``overwrite`` replaces only what this tool writes (a video file, or a
 folder holding nothing but ``%08d.png`` frames).
 """
+import os
 import re
 import shutil
 from collections import deque
@@ -227,19 +228,28 @@ def partial_path(out):
     return out.with_name(out.stem + '.partial' + out.suffix) if is_video_file(out) else out.with_name(out.name + '.partial')
 
 
-def _is_ours(path):
-    """What ``--overwrite`` may replace: a video file, or a folder of nothing but %08d.png frames."""
+def _is_ours(path, partial=False):
+    """What ``--overwrite`` may replace: a video file (one that opens as a video, unless it is our
+    ``partial`` output, which an interrupted run leaves unreadable), or a folder of nothing but
+    %08d.png frames."""
     if path.is_dir():
         return all(FRAME_NAME.match(p.name) and p.is_file() for p in path.iterdir())
-    return path.is_file() and is_video_file(path)
+    return path.is_file() and is_video_file(path) and (partial or is_finished_video(path))
 
 
-def check_output(out, inputs=(), overwrite=False):
-    """Refuse an output that would harm the user's files (one-line ``MediaError``).
+def is_finished_video(path):
+    """Whether ``path`` opens as a video with a video stream (a text file named ``a.mp4`` does not)."""
+    import av
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.video)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return False
 
-    ``out`` must not be an input, nor inside an input folder; if it exists, ``overwrite`` must be given
-    and it must be something this tool writes (a video file, or a folder holding only %08d.png frames).
-    """
+
+def check_apart(out, inputs, folder=True):
+    """Refuse (``MediaError``) an output that is an input, lies inside an input folder or, when the
+    output is a ``folder``, holds an input."""
     out = Path(out)
     resolved = out.resolve()
     for inp in inputs:
@@ -248,8 +258,37 @@ def check_output(out, inputs=(), overwrite=False):
             raise MediaError(f'{out}: the output is the input; choose another output')
         if inp.is_dir() and inp in resolved.parents:
             raise MediaError(f'{out}: the output is inside the input folder {inp}; choose another output')
-        if resolved in inp.parents and not is_video_file(out):
+        if folder and resolved in inp.parents:
             raise MediaError(f'{out}: the input {inp} is inside this output folder; choose another output')
+
+
+def check_writable(out):
+    """Refuse (``MediaError``) an output whose nearest existing parent is not a writable folder."""
+    parent = Path(out).absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MediaError(f'{out}: cannot be written: {parent} is not a folder')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MediaError(f'{out}: cannot be written: no write permission in {parent}')
+
+
+def check_output(out, inputs=(), overwrite=False):
+    """Refuse an output that would harm the user's files (one-line ``MediaError``).
+
+    ``out`` must not be an input, nor inside an input folder; if it (or its ``.partial`` file, left by
+    an interrupted run) exists, ``overwrite`` must be given and it must be something this tool
+    writes (a video file, or a folder holding only %08d.png frames).
+    """
+    out = Path(out)
+    check_apart(out, inputs, folder=not is_video_file(out))
+    check_writable(out)
+    partial = partial_path(out)
+    if partial.exists() or partial.is_symlink():
+        if not overwrite:
+            raise MediaError(f'{partial} exists (an interrupted run\'s output?); pass --overwrite to replace it')
+        if partial.is_symlink() or not _is_ours(partial, partial=True):
+            raise MediaError(f'{partial}: not an output of this tool; --overwrite leaves it alone: move it away')
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise MediaError(f'{out} already exists; pass --overwrite to replace it')

@@ -22,6 +22,7 @@ from basicsr.utils import FileClient, get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .frame_io import DatasetError, decode_frame, frame_shape, list_clips, list_frames
+from .lmdb_integrity import check_whole
 from .meta_info import clips_of_lmdb, read_clips
 
 ROOTS = (('gt', 'dataroot_gt'), ('lq', 'dataroot_lq'), ('lq_sharp', 'dataroot_lq_sharp'))
@@ -51,6 +52,7 @@ def open_lmdb(path):
         # fork and which makes it refuse a new open: close the child's copy (the parent's stays open)
         for stale in [k for k in _LMDB_ENVS if k[1] == real]:
             _LMDB_ENVS.pop(stale).close()
+        check_whole(path)  # a truncated data.mdb would kill this process with SIGBUS on a read
         env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False)
         _LMDB_ENVS[(pid, real)] = env
     return env
@@ -76,6 +78,8 @@ class _FrameReader:
             for key, root in roots.items():
                 if not Path(root).is_dir():
                     raise DatasetError(f'{name}: {key} LMDB {root} not found')
+                if (os.getpid(), os.path.realpath(root)) not in _LMDB_ENVS:  # else checked when opened
+                    check_whole(root)
         else:
             for key, root in roots.items():
                 self.files[key] = {c.name: list_frames(c) for c in list_clips(Path(root))}
