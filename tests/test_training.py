@@ -434,3 +434,70 @@ def test_a_new_loss_term_is_a_registered_class_and_one_yaml_entry(tmp_path, lmdb
     assert list(logged) == ['l_sr', 'l_db_l1', 'l_gradient', 'l_total']
     assert logged['l_gradient'] > 0
     assert logged['l_total'] == pytest.approx(logged['l_sr'] + logged['l_db_l1'] + logged['l_gradient'], rel=1e-5)
+
+
+def test_a_longer_total_iter_trains_past_the_old_end(tmp_path, lmdb_data):
+    """The schedule follows ``total_iter``: a run resumed with a larger one trains on (BasicSR's cosine
+    scheduler failed with a TypeError at the first iteration past its periods)."""
+    root = tmp_path / 'root'
+    opt = train_options(tmp_path, lmdb_data, name='longer', total_iter=4, save_freq=2)
+    run('hoffr_arch.train', opt, root, tmp_path)
+    proc = run('hoffr_arch.train', opt, root, tmp_path, '--auto_resume', '--force_yml', 'train:total_iter=7')
+    log = read_logs(root, 'longer')
+    assert 'Resuming training from epoch: 0, iter: 4.' in log and 'iter 7 batch keys' in log, proc.stderr[-2000:]
+    saved = yaml.safe_load((root / 'experiments' / 'longer' / 'longer.yml').read_text())
+    assert saved['train']['total_iter'] == 7 and saved['train']['scheduler']['periods'] == [7]
+    cfg = yaml.safe_load(opt.read_text())
+    cfg['train']['scheduler']['periods'] = [4]
+    opt.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(OptionsError, match=r"'train.scheduler.periods' end at iteration 4, before 'train.total_iter' 7"):
+        check_options(opt, force=['train:total_iter=7'])
+
+
+BAD_RUNS = {  # --force_yml entries -> what the one line must name
+    'num_feat': (['network_g:num_feat=abc'], "'network_g.num_feat' must be an integer, got 'abc'"),
+    'lr': (['train:optim_g:lr=fast'], "'train.optim_g.lr' must be a number, got 'fast'"),
+    'batch': (['datasets:train:batch_size_per_gpu=0'], "'datasets.train.batch_size_per_gpu' must be an integer >= 1"),
+    'num_frame': (['datasets:train:num_frame=-1'], "'datasets.train.num_frame' must be an integer >= 1, got -1"),
+    'name': (['name=../../x'], "'name' '../../x' must be a plain folder name"),
+    'size': (['network_g:num_feat=-4'], 'network_g: cannot build HOFFR with these options'),
+    'pretrain': (['path:pretrain_network_g=missing.pth'], 'missing.pth: no such checkpoint'),
+    'bad_pretrain': (['path:pretrain_network_g=bad.pth'], 'bad.pth: not a readable checkpoint'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_RUNS))
+def test_bad_options_are_one_line_before_any_folder(tmp_path, lmdb_data, monkeypatch, capsys, case):
+    from hoffr_arch._entry import prepare
+    force, message = BAD_RUNS[case]
+    opt = train_options(tmp_path, lmdb_data, name='bad')
+    (tmp_path / 'bad.pth').write_bytes(b'\x00' * 64)
+    monkeypatch.setenv('HOFFR_ROOT', str(tmp_path))
+    monkeypatch.setattr(sys, 'argv', ['train'])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        prepare(['-opt', str(opt), '--force_yml', *force], is_train=True)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'experiments' / 'bad').exists() and not (tmp_path.parent / 'x').exists()
+
+
+def test_a_running_experiment_name_is_refused_until_its_process_ends(tmp_path, lmdb_data, monkeypatch, capsys):
+    from hoffr_arch._entry import prepare
+    opt = train_options(tmp_path, lmdb_data, name='busy')
+    monkeypatch.setenv('HOFFR_ROOT', str(tmp_path))
+    monkeypatch.setattr(sys, 'argv', ['train'])
+    monkeypatch.chdir(tmp_path)
+    holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        lock = tmp_path / 'experiments' / 'busy.lock'
+        lock.parent.mkdir()
+        lock.write_text(f'{holder.pid}\n')
+        with pytest.raises(SystemExit) as exit_:
+            prepare(['-opt', str(opt)], is_train=True)
+        assert exit_.value.code == 2 and f'in use by a running process (PID {holder.pid})' in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    prepare(['-opt', str(opt)], is_train=True)  # the holder is gone: its lock is taken over
+    assert lock.read_text().split()[0] == str(os.getpid())
