@@ -131,12 +131,12 @@ def main(argv=None):
     from hoffr_arch.infer import InferError, add_model_arguments, load_model_from_args
     from hoffr_arch.data.frame_io import DatasetError
     from hoffr_arch.precision import CHOICES, choose
-    from hoffr_arch.streaming import TiledStep, torch_step
+    from hoffr_arch.streaming import TiledStep, overlap_size, tile_size, torch_step
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument('--data', required=True, help='packed split folder (sharp.lmdb, blur_bicubic.lmdb, ...)')
-    parser.add_argument('--tile', type=int, default=0, help='also score N x N LR tiles against whole frames')
-    parser.add_argument('--tile-overlap', type=int, default=16)
+    parser.add_argument('--tile', type=tile_size, default=0, help='also score N x N LR tiles against whole frames')
+    parser.add_argument('--tile-overlap', type=overlap_size, default=16)
     parser.add_argument('--no-recurrence', action='store_true',
                         help='also score every frame run as a first frame (no previous output carried)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')

@@ -31,18 +31,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 import hoffr_arch  # noqa: F401  (compat, registries)
 from basicsr.archs import build_network
-from basicsr.utils.options import ordered_yaml
 from hoffr_arch.checkpoint import CheckpointError, load_weights, read_checkpoint, resolve_asset
 from hoffr_arch.data.frame_io import IMAGE_EXTS, DatasetError
 from hoffr_arch.data.video_io import (MediaError, MediaReader, MediaWriter, TruncatedError, as_bgr, check_output,
-                                      is_video_file)
+                                      is_finished_video, is_video_file)
+from hoffr_arch.options import OptionsError, load_yaml
 from hoffr_arch.precision import CHOICES, choose
-from hoffr_arch.streaming import OnnxStep, TiledStep, quantize, torch_step, warm_up
+from hoffr_arch.streaming import OnnxStep, TiledStep, overlap_size, quantize, tile_size, torch_step, warm_up
 
 STARTER = 'hoffr_arch/assets/HOFFR_S_x4.pth'
 
@@ -63,17 +62,21 @@ def network_options(model_path, opt_path=None):
         except CheckpointError as err:
             raise InferError(str(err)) from None
         if embedded is not None:
-            opts = dict(embedded)
+            opts = dict(embedded) if isinstance(embedded, dict) else {'type': None}
             opts.setdefault('type', 'HOFFR')
+            if opts['type'] != 'HOFFR':
+                raise InferError(f"{model_path}: a checkpoint of {opts['type']!r} (its network_g), not of HOFFR")
             return opts
         candidates = sorted(Path(model_path).resolve().parent.parent.glob('*.yml'))
         if not candidates:
             raise InferError(f'{model_path}: no network options in the checkpoint and no training YAML beside '
                              'its models/ folder; pass --opt')
         opt_path = candidates[0]
-    with open(opt_path) as f:
-        opt = yaml.load(f, Loader=ordered_yaml()[0])
-    if not isinstance(opt, dict) or 'network_g' not in opt:
+    try:
+        opt = load_yaml(opt_path)  # data only: a YAML found beside a downloaded checkpoint runs no code
+    except OptionsError as err:
+        raise InferError(str(err)) from None
+    if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
         raise InferError(f'{opt_path}: no network_g section')
     if opt['network_g'].get('type') != 'HOFFR':
         raise InferError(f"{opt_path}: network_g.type is {opt['network_g'].get('type')!r}, not HOFFR")
@@ -187,9 +190,9 @@ def process(step, inp, out, args, device, progress=None):
             n = run(step, reader, sinks, device, progress=progress)
         except TruncatedError as err:
             if not args.allow_partial:
-                kept = [str(s.abort()) for s in sinks if s is not None]
-                raise PartialError(f'{err}; what was written is kept as {", ".join(kept)} (--allow-partial '
-                                 'accepts a truncated input)') from None
+                kept = [str(p) for p in (s.abort() for s in sinks if s is not None) if p is not None]
+                what = f'what was written is kept as {", ".join(kept)}' if kept else 'no frame was written'
+                raise PartialError(f'{err}; {what} (--allow-partial accepts a truncated input)') from None
             for s in sinks:
                 if s is not None:
                     s.close()
@@ -215,7 +218,10 @@ def make_step(args, device, path):
             raise InferError('--backend onnxruntime needs --model STEP.onnx (python -m hoffr_arch.export writes it)')
         if not Path(args.model).is_file():
             raise InferError(f'{args.model}: no such file')
-        step = OnnxStep(args.model)
+        try:
+            step = OnnxStep(args.model)
+        except CheckpointError as err:
+            raise InferError(str(err)) from None
         scale = step.scale
     else:
         net = load_model_from_args(args, device)
@@ -237,8 +243,8 @@ def main(argv=None):
                         help='auto (default): bf16 autocast + channels-last on CPUs with AMX-BF16/AVX512-BF16, '
                         'bf16 autocast on GPUs with bf16, fp32 elsewhere; fp16: CUDA only')
     parser.add_argument('--no-warm-up', action='store_true', help='skip warming up each new frame shape')
-    parser.add_argument('--tile', type=int, default=0, help='process N x N LR tiles (0: whole frames)')
-    parser.add_argument('--tile-overlap', type=int, default=16, help='LR pixels of context around each tile')
+    parser.add_argument('--tile', type=tile_size, default=0, help='process N x N LR tiles (0: whole frames)')
+    parser.add_argument('--tile-overlap', type=overlap_size, default=16, help='LR pixels of context around each tile')
     parser.add_argument('--codec', default=None, help='video encoder: libx264 (default), libx265, libsvtav1')
     parser.add_argument('--crf', type=int, default=18, help='libx264/libx265 quality (lower is better)')
     parser.add_argument('--preset', default='medium', help='libx264/libx265 speed preset')
@@ -275,7 +281,7 @@ def main(argv=None):
             jobs = [(Path(args.input), Path(args.output))]
         todo = []
         for inp, out in jobs:
-            if videos is not None and out.exists() and not args.overwrite:
+            if videos is not None and not args.overwrite and is_finished_video(out):
                 print(f'{out}: done already, skipped', file=sys.stderr)
                 continue
             check_output(out, [args.input], args.overwrite)

@@ -8,6 +8,7 @@ overlapping spatial tiles, each with its own recurrent state, so that peak memor
 not the frame. ``warm_up(step, shape)`` runs a step on two frames of zeros first, so that the kernels
 of a shape (oneDNN builds them per shape, slowly in bf16) exist before a video's first frame.
 """
+import argparse
 import ctypes
 import sys
 import time
@@ -94,7 +95,16 @@ class OnnxStep:
 
     def __init__(self, path, providers=None):
         import onnxruntime as ort
-        self.session = ort.InferenceSession(str(path), providers=providers or ['CPUExecutionProvider'])
+
+        from hoffr_arch.checkpoint import CheckpointError
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers or ['CPUExecutionProvider'])
+        except Exception as err:  # noqa: BLE001 (onnxruntime raises its own types for a bad file)
+            raise CheckpointError(f'{path}: not a readable ONNX graph ({" ".join(str(err).split())[:160]})') from None
+        names = ({i.name for i in self.session.get_inputs()}, {o.name for o in self.session.get_outputs()})
+        if names != ({'lq', 'prev_lq', 'prev_hr'}, {'hr', 'deblurred'}):
+            raise CheckpointError(f'{path}: not a HOFFR step exported by hoffr_arch.export (inputs '
+                                  f'{sorted(names[0])}, outputs {sorted(names[1])})')
         self.scale = int(self.session.get_modelmeta().custom_metadata_map.get('scale', 4))
 
     def __call__(self, lq, state):
@@ -121,6 +131,22 @@ def tile_grid(size, tile, overlap):
         b = min(a + tile, size)
         grid.append((max(0, a - overlap), min(size, b + overlap), a, b))
     return grid
+
+
+def tile_size(text):
+    """argparse type of ``--tile``: 0 (whole frames) or an LR tile side >= 8."""
+    value = int(text)
+    if value != 0 and value < 8:
+        raise argparse.ArgumentTypeError(f'must be 0 (whole frames) or an LR tile side >= 8, got {value}')
+    return value
+
+
+def overlap_size(text):
+    """argparse type of ``--tile-overlap``: LR pixels >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be >= 0 LR pixels, got {value}')
+    return value
 
 
 class TiledStep:

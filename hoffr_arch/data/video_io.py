@@ -228,6 +228,9 @@ def partial_path(out):
     return out.with_name(out.stem + '.partial' + out.suffix) if is_video_file(out) else out.with_name(out.name + '.partial')
 
 
+MARK = 'written by hoffr_arch'
+
+
 def _is_ours(path, partial=False):
     """What ``--overwrite`` may replace: a video file (one that opens as a video, unless it is our
     ``partial`` output, which an interrupted run leaves unreadable), or a folder of nothing but
@@ -235,6 +238,21 @@ def _is_ours(path, partial=False):
     if path.is_dir():
         return all(FRAME_NAME.match(p.name) and p.is_file() for p in path.iterdir())
     return path.is_file() and is_video_file(path) and (partial or is_finished_video(path))
+
+
+def _is_our_partial(path):
+    """A partial output this tool demonstrably wrote, which a rerun may replace without --overwrite:
+    a folder of nothing but %08d.png frames, or a video that opens and carries our ``MARK``."""
+    if path.is_symlink():
+        return False
+    if path.is_dir():
+        return _is_ours(path)
+    import av
+    try:
+        with av.open(str(path)) as container:
+            return any(v == MARK for k, v in container.metadata.items() if k.lower() == 'comment')
+    except (av.error.FFmpegError, OSError, ValueError):
+        return False
 
 
 def is_finished_video(path):
@@ -284,9 +302,10 @@ def check_output(out, inputs=(), overwrite=False):
     check_apart(out, inputs, folder=not is_video_file(out))
     check_writable(out)
     partial = partial_path(out)
-    if partial.exists() or partial.is_symlink():
+    if (partial.exists() or partial.is_symlink()) and not _is_our_partial(partial):
         if not overwrite:
-            raise MediaError(f'{partial} exists (an interrupted run\'s output?); pass --overwrite to replace it')
+            raise MediaError(f'{partial} exists and is not recognisably an output of this tool; pass --overwrite '
+                             'to replace it')
         if partial.is_symlink() or not _is_ours(partial, partial=True):
             raise MediaError(f'{partial}: not an output of this tool; --overwrite leaves it alone: move it away')
     if out.exists() or out.is_symlink():
@@ -343,6 +362,7 @@ class MediaWriter:
         import av
         h, w = image.shape[:2]
         self._container = av.open(str(self.tmp), mode='w')
+        self._container.metadata['comment'] = MARK  # what makes a partial output recognisably ours
         stream = self._stream = self._container.add_stream(self.codec, rate=self.fps)
         stream.width, stream.height = w, h
         stream.pix_fmt = 'yuv420p'
