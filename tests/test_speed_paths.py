@@ -138,3 +138,18 @@ def test_infer_fp32_and_auto_both_run(tmp_path, checkpoint, monkeypatch, capsys)
     assert outs['fp32', 1].shape == (3, 96, 128, 3)
     assert np.array_equal(outs['fp32', 1], outs['auto', 0])
     assert np.abs(outs['auto', 1] - outs['fp32', 1]).mean() < 1.0  # 8-bit levels
+
+
+def test_speed_paths_table_parts(checkpoint):
+    """``benchmarks.speed --paths``: bf16 paths only when asked, each path's PSNR on real frames, the table."""
+    from hoffr_arch.benchmarks import speed
+    assert not any('bf16' in name for name in speed.cpu_paths(False, onnx=False))
+    assert list(speed.cpu_paths(True, onnx=False)) == ['fp32 eager', 'fp32 channels_last', 'bf16 autocast',
+                                                       'bf16 autocast + channels_last']
+    hr, lr = real_clip(n=2, size=32)
+    paths = speed.cpu_paths(False, onnx=False)
+    scores = speed.psnr_changes(checkpoint[1], paths, [(lr, hr)])
+    assert abs(scores['fp32 channels_last'] - scores['fp32 eager']) < 1e-3
+    table = speed.paths_table('tiny', checkpoint[1], (8, 8), 2e9, {'fp32 eager': 2.0, 'fp32 channels_last': 1.0},
+                              {'fp32': 4.0})
+    assert '| fp32 channels_last | 1.000 | 2.00x | 2 | 50% | - |' in table

@@ -13,6 +13,22 @@ torch against ONNX Runtime on the exported step (``hoffr_arch.export``), seconds
 ``--pof-per-frame`` adds the same HOFFR (same weights) with its POF called once per frame pair, as
 before ``forward`` batched it over frame pairs (``HOFFR.pof_pairs_per_call`` and
 ``pof_pixels_per_call``), and prints the ratio.
+
+    python -m hoffr_arch.benchmarks.speed --paths [--repeats 5]
+
+``--paths`` measures the CPU compute paths instead (``hoffr_arch.precision``): one ``HOFFR.step`` with
+explicit state (a continuing frame: the POF runs) at LR ``--height`` x ``--width``, for the default
+HOFFR and HOFFR-S (the shipped starter's size), on fp32 eager, fp32 channels-last, bf16 autocast,
+bf16 autocast + channels-last and ONNX Runtime fp32 (where installed; the exported step). Each path
+is warmed up, then the paths alternate and each figure is the median of ``--repeats``; ratios are
+against fp32 eager in the same run; GFLOP/s from torch's flop counter, as a fraction of this
+machine's fp32 and bf16 ``--matmul`` x ``--matmul`` matmul speed measured in the same run. Then the
+PSNR change of each path against fp32 with the shipped HOFFR-S weights on real frames:
+``--psnr-data`` (a packed split, e.g. ``datasets/corpus/val``, held out; the default when present),
+else the bundled clip (``hoffr_arch/assets/sam2_01_dog.mp4``, which HOFFR-S trained on: a precision
+check, not a held-out score). bf16 is timed only on CPUs with AMX-BF16/AVX512-BF16 (elsewhere it is
+emulated and takes minutes a step; ``--force-bf16`` times it anyway); its PSNR change is measured
+everywhere.
 """
 import argparse
 import copy
@@ -112,7 +128,163 @@ def measure(runs, repeats, device):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def main(argv=None):
+def matmul_gflops(dtype, n, repeats):
+    """This machine's GFLOP/s multiplying two (n, n) matrices of ``dtype`` (best of ``repeats``)."""
+    a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b), torch.device('cpu')) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def step_flops(net, x, state):
+    """FLOPs of one ``net.step(x, state)`` (torch's flop counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        net.step(x, state)
+    return counter.get_total_flops()
+
+
+def cpu_paths(timed_bf16, onnx=True):
+    """{name: ComputePath or 'onnxruntime'}: the CPU paths to time (bf16 only if ``timed_bf16``)."""
+    import importlib.util
+    from hoffr_arch.precision import ComputePath
+    cpu = torch.device('cpu')
+    paths = {'fp32 eager': ComputePath(cpu), 'fp32 channels_last': ComputePath(cpu, channels_last=True)}
+    if timed_bf16:
+        paths['bf16 autocast'] = ComputePath(cpu, torch.bfloat16)
+        paths['bf16 autocast + channels_last'] = ComputePath(cpu, torch.bfloat16, True)
+    if onnx and importlib.util.find_spec('onnxruntime') is not None:
+        paths['onnxruntime fp32'] = 'onnxruntime'
+    return paths
+
+
+def path_step(net, path):
+    """A step callable ``(lq, state) -> (hr, state, deblurred)`` of ``net`` (its own copy) on ``path``."""
+    from hoffr_arch.streaming import OnnxStep, torch_step
+    if path == 'onnxruntime':
+        import tempfile
+        from pathlib import Path
+        from hoffr_arch.export import export
+        onnx_path = Path(tempfile.mkdtemp()) / 'step.onnx'
+        export(net, onnx_path)
+        return OnnxStep(onnx_path)
+    return torch_step(copy.deepcopy(net), path)
+
+
+def time_paths(net, paths, size, repeats):
+    """Median seconds of one continuing ``step`` (the POF runs) per path, paths alternating."""
+    frames = torch.rand(2, 1, 3, *size)
+    runs = {}
+    for name, path in paths.items():
+        step = path_step(net, path)
+        with torch.inference_mode():
+            _, state, _ = step(frames[0], None)
+
+        def run(step=step, state=state):
+            with torch.inference_mode():
+                step(frames[1], state)
+        runs[name] = run
+        run()  # a second warm-up call: ``measure`` makes the first
+    return measure(runs, repeats, torch.device('cpu'))
+
+
+def psnr_frames(data, max_frames=6, crop=(64, 112)):
+    """[(lq (t, 3, h, w), gt (t, 3, 4h, 4w))] real clips in [0, 1]: a packed split ``data`` (each
+    clip's first ``max_frames``), or the bundled clip's first ``max_frames`` frames (an HR crop of
+    ``crop`` x 4 from the frame's centre, its LR by MATLAB bicubic)."""
+    from hoffr_arch.evaluation import test_dataset
+    if data:
+        dataset = test_dataset(data)
+        clips = [dataset[i] for i in range(len(dataset))]
+        return [(c['lq'][:max_frames], c['gt'][:max_frames]) for c in clips]
+    from basicsr.utils.matlab_functions import imresize
+    from hoffr_arch.checkpoint import resolve_asset
+    from hoffr_arch.data.video_io import MediaReader, as_bgr
+    reader = MediaReader(resolve_asset('hoffr_arch/assets/sam2_01_dog.mp4'))
+    gts = []
+    for frame, _ in zip(reader, range(max_frames)):
+        img = torch.from_numpy(as_bgr(frame.image)[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255.
+        top, left = (img.shape[1] - 4 * crop[0]) // 2, (img.shape[2] - 4 * crop[1]) // 2
+        gts.append(img[:, top:top + 4 * crop[0], left:left + 4 * crop[1]])
+    reader.close()
+    gt = torch.stack(gts)
+    return [(torch.stack([imresize(f, 0.25) for f in gt]).clamp(0, 1), gt)]
+
+
+def psnr_changes(net, paths, clips):
+    """{path: PSNR (dB, RGB, all frames) on ``clips``}, each clip streamed through the path's step."""
+    from basicsr.metrics import calculate_psnr
+    from basicsr.utils import tensor2img
+    from hoffr_arch.evaluation import streamed
+    scores = {}
+    for name, path in paths.items():
+        run_clip = streamed(path_step(net, path))
+        values = []
+        with torch.inference_mode():
+            for lq, gt in clips:
+                for hr, g in zip(run_clip(lq), gt):
+                    values.append(calculate_psnr(tensor2img(hr.float()), tensor2img(g), 0))
+        scores[name] = statistics.mean(values)
+    return scores
+
+
+def paths_main(args):
+    """The CPU-paths table (``--paths``): speed of each path for HOFFR and HOFFR-S, PSNR changes."""
+    from hoffr_arch.infer import load_model, STARTER
+    from hoffr_arch.checkpoint import resolve_asset
+    from hoffr_arch.precision import cpu_bf16_features
+    from pathlib import Path
+    from hoffr_arch._entry import project_root
+    default = Path(project_root()) / 'datasets' / 'corpus' / 'val'
+    if args.psnr_data is None and (default / 'sharp.lmdb').exists():
+        args.psnr_data = str(default)
+    native = cpu_bf16_features()
+    timed_bf16 = bool(native) or args.force_bf16
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, 'get_capabilities') else {}
+    print(f'CPU: {caps.get("cpu_name", "?")}, native bf16: {"/".join(native) or "none"}, '
+          f'{torch.get_num_threads()} threads, torch {torch.__version__}')
+    if not timed_bf16:
+        print('bf16 paths not timed: no AMX-BF16/AVX512-BF16 here (emulated bf16; --force-bf16 times it)')
+    ceilings = {'fp32': matmul_gflops(torch.float32, args.matmul, args.repeats)}
+    if timed_bf16:
+        ceilings['bf16'] = matmul_gflops(torch.bfloat16, args.matmul, args.repeats)
+    print(f'matmul ceilings (GFLOP/s, {args.matmul}x{args.matmul}): '
+          + ', '.join(f'{k} {v:.0f}' for k, v in ceilings.items()), flush=True)
+    starter = load_model(resolve_asset(STARTER))
+    size = (args.height, args.width)
+    for name, net in (('HOFFR', HOFFR().eval()), ('HOFFR-S', starter)):
+        x = torch.rand(1, 3, *size)
+        with torch.inference_mode():
+            _, state = net.step(x)
+        flops = step_flops(net, x, state)
+        times = time_paths(net, cpu_paths(timed_bf16), size, args.repeats)
+        print(paths_table(name, net, size, flops, times, ceilings), flush=True)
+    clips = psnr_frames(args.psnr_data)
+    where = args.psnr_data or 'the bundled clip (trained on: a precision check)'
+    scores = psnr_changes(starter, cpu_paths(True), clips)
+    frames = sum(len(lq) for lq, _ in clips)
+    print(f'\nPSNR change against fp32 eager, shipped HOFFR-S, {frames} frames of {where} '
+          f'(fp32 eager {scores["fp32 eager"]:.3f} dB):')
+    for name, value in scores.items():
+        print(f'  {name:32s} {value - scores["fp32 eager"]:+.4f} dB')
+
+
+def paths_table(name, net, size, flops, times, ceilings):
+    """The markdown table of one network's paths: s/step, ratio to fp32 eager, GFLOP/s, ceilings."""
+    params = sum(p.numel() for p in net.parameters()) / 1e6
+    lines = [f'\n{name} ({params:.2f} M), one HOFFR.step at LR {size[0]}x{size[1]} (x4), '
+             f'{flops / 1e9:.1f} GFLOP, median of the runs:', '',
+             '| path | s/step | vs fp32 eager | GFLOP/s | of fp32 matmul | of bf16 matmul |',
+             '|---|---|---|---|---|---|']
+    for path, sec in times.items():
+        rate = flops / sec / 1e9
+        of_bf16 = f'{rate / ceilings["bf16"]:.0%}' if 'bf16' in ceilings else '-'
+        lines.append(f'| {path} | {sec:.3f} | {times["fp32 eager"] / sec:.2f}x | {rate:.0f} | '
+                     f'{rate / ceilings["fp32"]:.0%} | {of_bf16} |')
+    return '\n'.join(lines)
+
+
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--frames', type=int, default=10)
@@ -125,7 +297,19 @@ def main(argv=None):
     parser.add_argument('--onnx', action='store_true', help='also: streaming torch vs ONNX Runtime (CPU)')
     parser.add_argument('--pof-per-frame', action='store_true',
                         help='also: HOFFR with one POF call per frame pair (forward batches it)')
-    args = parser.parse_args(argv)
+    parser.add_argument('--paths', action='store_true', help='instead: the CPU compute paths table (see above)')
+    parser.add_argument('--force-bf16', action='store_true', help='--paths: time bf16 without native bf16')
+    parser.add_argument('--matmul', type=int, default=4096, help='--paths: matmul size of the ceilings')
+    parser.add_argument('--psnr-data', default=None, help='--paths: packed split for the PSNR change '
+                        '(default: datasets/corpus/val if present, else the bundled clip)')
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.paths:
+        torch.manual_seed(args.seed)
+        return paths_main(args)
 
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
