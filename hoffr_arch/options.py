@@ -19,7 +19,6 @@ class OptionsError(ValueError):
     """An option file with a missing, unknown or invalid key."""
 
 
-_SafeLoader = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
 _FLOAT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$')
 
 
@@ -31,7 +30,7 @@ def load_yaml(path):
     """
     try:
         with open(path, encoding='utf-8') as f:
-            return yaml.load(f, Loader=_SafeLoader)
+            return yaml.safe_load(f)
     except yaml.constructor.ConstructorError as err:
         mark = f' (line {err.problem_mark.line + 1})' if err.problem_mark else ''
         raise OptionsError(f'{path}{mark}: the tag {err.problem.split()[-1] if err.problem else "?"} is not allowed: '
@@ -52,7 +51,7 @@ def parse_value(text, where='--force_yml'):
     if text.lower() == 'none':
         return None
     try:
-        value = yaml.load(text, Loader=_SafeLoader)
+        value = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise OptionsError(f"{where}: value {text!r} is not plain YAML data ({' '.join(str(err).split()[:8])})") from None
     if isinstance(value, str) and _FLOAT.match(value):
