@@ -153,3 +153,41 @@ def test_speed_paths_table_parts(checkpoint):
     table = speed.paths_table('tiny', checkpoint[1], (8, 8), 2e9, {'fp32 eager': 2.0, 'fp32 channels_last': 1.0},
                               {'fp32': 4.0})
     assert '| fp32 channels_last | 1.000 | 2.00x | 2 | 50% | - |' in table
+
+
+def tiny_model(tmp_path, bf16):
+    """A HOFFRModel of a tiny HOFFR built in this process, ``train.bf16`` as given, on the CPU."""
+    from basicsr.models import build_model
+    net = {'type': 'HOFFR', 'num_feat': 8, 'sr_num_feat': 8, 'sr_num_block': 1, 'db_num_feat': 8,
+           'db_num_block': 1, 'fusion_num_rcab': 1, 'squeeze_factor': 4, 'pof_num_feat': 8, 'pof_num_block': 1}
+    opt = {'name': 'bf16', 'model_type': 'HOFFRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
+           'is_train': True, 'dist': False, 'rank': 0, 'world_size': 1,
+           'datasets': {'train': {'dataroot_lq_sharp': 'given'}}, 'network_g': net,
+           'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None,
+                    'experiments_root': str(tmp_path), 'models': str(tmp_path), 'training_states': str(tmp_path)},
+           'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'scheduler': {'type': 'MultiStepLR', 'milestones': [9],
+                                                                         'gamma': 0.5},
+                     'total_iter': 9, 'warmup_iter': -1, 'bf16': bf16, 'flow_lr_mul': 0,
+                     'sr_opt': {'type': 'SRLoss'}, 'db_opt': {'type': 'DBLoss'}},
+           'val': {'bf16': bf16}, 'logger': {'print_freq': 1}}
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+def test_train_bf16_runs_on_the_cpu_channels_last(tmp_path):
+    """``train.bf16`` on a CPU: autocast on the CPU and a channels-last network; one step's loss and the
+    validation output close to fp32's (the same seed, the same batch)."""
+    hr, lr = real_clip(n=3, size=48)
+    batch = {'lq': lr[None], 'gt': hr[None], 'lq_sharp': lr[None]}
+    losses, outputs = {}, {}
+    for bf16 in (False, True):
+        model = tiny_model(tmp_path, bf16)
+        conv = model.net_g.db_head.weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == bf16 and model.use_bf16 == bf16
+        model.feed_data(batch)
+        model.optimize_parameters(1)
+        losses[bf16] = model.log_dict['l_total']
+        model.test()
+        outputs[bf16] = model.output
+    assert abs(losses[True] - losses[False]) < 0.01 * losses[False]
+    assert outputs[True].dtype == torch.float32 and (outputs[True] - outputs[False]).abs().mean() < 0.01

@@ -22,7 +22,8 @@ HOFFR and HOFFR-S (the shipped starter's size), on fp32 eager, fp32 channels-las
 bf16 autocast + channels-last and ONNX Runtime fp32 (where installed; the exported step). Each path
 is warmed up, then the paths alternate and each figure is the median of ``--repeats``; ratios are
 against fp32 eager in the same run; GFLOP/s from torch's flop counter, as a fraction of this
-machine's fp32 and bf16 ``--matmul`` x ``--matmul`` matmul speed measured in the same run. Then the
+machine's fp32 and bf16 ``--matmul`` x ``--matmul`` matmul speed measured in the same run. Then a
+HOFFR-S training step (its recipe's batch, POF frozen) on each torch path, and the
 PSNR change of each path against fp32 with the shipped HOFFR-S weights on real frames:
 ``--psnr-data`` (a packed split, e.g. ``datasets/corpus/val``, held out; the default when present),
 else the bundled clip (``hoffr_arch/assets/sam2_01_dog.mp4``, which HOFFR-S trained on: a precision
@@ -228,6 +229,38 @@ def psnr_changes(net, paths, clips):
     return scores
 
 
+def train_path_fn(net, path, batch=4, frames=8, size=32):
+    """One HOFFR-S recipe training step (Adam, SR + DB Charbonnier losses, POF frozen; batch x frames
+    of size x size LR patches) of a copy of ``net`` on ``path`` (as ``HOFFRModel`` with ``train.bf16``)."""
+    net = path.prepare(copy.deepcopy(net)).train()
+    net.pof.requires_grad_(False)
+    optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=2e-3)
+    sr, db = SRLoss(criterion='charbonnier'), DBLoss(loss_weight=0.5, criterion='charbonnier')
+    lq, sharp = torch.rand(batch, frames, 3, size, size), torch.rand(batch, frames, 3, size, size)
+    gt = torch.rand(batch, frames, 3, 4 * size, 4 * size)
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        with path.autocast():
+            out, aux = net(lq, return_aux=True)
+            loss = sr(out.float(), gt) + db(aux['deblurred'].float(), sharp)
+        loss.backward()
+        optimizer.step()
+    return run
+
+
+def train_paths(starter, timed_bf16, repeats):
+    """Seconds per HOFFR-S training step on each torch CPU path (the paths alternating), as a table."""
+    runs = {name: train_path_fn(starter, path) for name, path in cpu_paths(timed_bf16, onnx=False).items()}
+    for run in runs.values():
+        run()  # a second warm-up (``measure`` makes the first): oneDNN builds kernels per shape
+    times = measure(runs, repeats, torch.device('cpu'))
+    lines = ['\nHOFFR-S training step (its recipe: batch 4 x 8 frames, 32x32 LR, POF frozen, Adam), '
+             'median of the runs:', '', '| path | s/iteration | vs fp32 eager |', '|---|---|---|']
+    lines += [f'| {name} | {sec:.3f} | {times["fp32 eager"] / sec:.2f}x |' for name, sec in times.items()]
+    return '\n'.join(lines)
+
+
 def paths_main(args):
     """The CPU-paths table (``--paths``): speed of each path for HOFFR and HOFFR-S, PSNR changes."""
     from hoffr_arch.infer import load_model, STARTER
@@ -259,6 +292,7 @@ def paths_main(args):
         flops = step_flops(net, x, state)
         times = time_paths(net, cpu_paths(timed_bf16), size, args.repeats)
         print(paths_table(name, net, size, flops, times, ceilings), flush=True)
+    print(train_paths(starter, timed_bf16, args.repeats), flush=True)
     clips = psnr_frames(args.psnr_data)
     where = args.psnr_data or 'the bundled clip (trained on: a precision check)'
     scores = psnr_changes(starter, cpu_paths(True), clips)
