@@ -67,3 +67,29 @@ def test_flow_loss_one_frame_and_bad_level():
     assert FlowWarpLoss()({}, torch.rand(1, 1, 3, 4, 4)).item() == 0
     with pytest.raises(ValueError, match="unknown level 'quarter'"):
         FlowWarpLoss(level_weights={'quarter': 1.0})
+
+
+def test_flow_losses_and_metric_use_the_pofs_own_pyramid_on_odd_sizes():
+    """On a 9x13 clip the half level is 5x7: the POF pools 2x2 with the odd last row/column alone.
+    Adaptive pooling (what FlowWarpLoss used) would give other images there."""
+    from torch.nn import functional as F
+
+    from hoffr_arch.archs.pof import POF, level_frames
+    from hoffr_arch.losses.flow_pretrain_loss import SelfSupervisedFlowLoss
+    sharp = torch.rand(1, 2, 3, 9, 13)
+    zero = {'half': torch.zeros(1, 1, 2, 5, 7)}
+    half = level_frames(sharp[0], (5, 7))
+    assert torch.equal(half[:, :, -1, -1], sharp[0, :, :, -1, -1])  # the corner pixel averaged alone
+    want = F.mse_loss(half[0], half[1]).item()
+    got = FlowWarpLoss(loss_weight=1.0, level_weights={'half': 1.0, 'lr': 0, 'hr': 0}, smooth_weight=0.0)(zero, sharp).item()
+    assert got == pytest.approx(want, rel=1e-6)
+    adaptive = F.adaptive_avg_pool2d(sharp[0], (5, 7))
+    assert F.mse_loss(adaptive[0], adaptive[1]).item() != pytest.approx(want, rel=1e-3)
+    # the POF's coarse levels of 9x13 frames have the sizes level_frames reaches
+    flows = POF(num_feat=4, num_block=1)(sharp[:, 0], sharp[:, 1])
+    assert flows['half'].shape[-2:] == (5, 7) and flows['quarter'].shape[-2:] == level_frames(half, (3, 4)).shape[-2:]
+    with pytest.raises(ValueError, match='no pyramid level'):
+        level_frames(sharp[0], (4, 7))
+    loss = SelfSupervisedFlowLoss(level_weights={'half': 1.0, 'lr': 0, 'hr': 0})
+    total, _ = loss({'half': zero['half'][:, 0]}, {'half': zero['half'][:, 0]}, (sharp[:, 0], sharp[:, 1]))
+    assert total.item() > 0

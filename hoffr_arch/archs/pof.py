@@ -58,6 +58,22 @@ class FlowLevel(nn.Module):
         return self.body(x)
 
 
+def pyramid_down(frames):
+    """(..., h, w) -> (..., ceil(h / 2), ceil(w / 2)): the next coarser level of the POF's pyramid
+    (2 x 2 average, the last row/column averaged alone on odd sizes)."""
+    return F.avg_pool2d(frames, 2, ceil_mode=True)
+
+
+def level_frames(frames, size):
+    """(n, c, h, w) frames at the POF pyramid level of ``size`` (h_k, w_k): ``pyramid_down`` until
+    there, so a loss or metric compares exactly the images the POF saw at that level.
+    Raises ValueError when no level of these frames has that size."""
+    while frames.shape[-2:] != tuple(size):
+        if frames.shape[-1] < size[-1] or frames.shape[-2] < size[-2]:
+            raise ValueError(f'no pyramid level of {tuple(frames.shape[-2:])} frames has size {tuple(size)}')
+        frames = pyramid_down(frames)
+    return frames
+
 
 @ARCH_REGISTRY.register()
 class POF(nn.Module):
@@ -116,7 +132,7 @@ class POF(nn.Module):
         pyramid = [(prev, cur)]
         for _ in self.coarse_names:
             p, c = pyramid[-1]
-            pyramid.append((F.avg_pool2d(p, 2, ceil_mode=True), F.avg_pool2d(c, 2, ceil_mode=True)))
+            pyramid.append((pyramid_down(p), pyramid_down(c)))
         flows = {}
         flow = None
         for name, level, (p, c) in zip(self.coarse_names, self.coarse, reversed(pyramid[1:])):

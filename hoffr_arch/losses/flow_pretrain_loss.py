@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from basicsr.utils.registry import LOSS_REGISTRY
 
+from hoffr_arch.archs.pof import level_frames
 from hoffr_arch.archs.warp import flow_warp
 
 DEFAULT_LEVEL_WEIGHTS = {'eighth': 0.25, 'quarter': 0.25, 'half': 0.5, 'lr': 1.0, 'hr': 1.0}
@@ -139,12 +140,10 @@ class SelfSupervisedFlowLoss(nn.Module):
             if level == 'hr':
                 i0, i1 = frames_hr
             else:
-                i0, i1 = lr0, lr1
-                while i0.shape[-2:] != fw.shape[-2:]:
-                    if i0.shape[-1] < fw.shape[-1]:
-                        raise ValueError(f'SelfSupervisedFlowLoss: {level} flow {tuple(fw.shape[-2:])} is larger '
-                                         f'than the LR frames {tuple(lr0.shape[-2:])}')
-                    i0, i1 = F.avg_pool2d(i0, 2, ceil_mode=True), F.avg_pool2d(i1, 2, ceil_mode=True)
+                try:
+                    i0, i1 = level_frames(lr0, fw.shape[-2:]), level_frames(lr1, fw.shape[-2:])
+                except ValueError as err:
+                    raise ValueError(f'SelfSupervisedFlowLoss: {level} flow: {err}') from None
             census = bool(self.census_weight) and level in self.census_levels
             p_fw, s_fw = self._direction(fw, bw, i0, i1, census)
             p_bw, s_bw = self._direction(bw, fw, i1, i0, census)

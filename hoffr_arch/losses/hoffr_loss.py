@@ -8,11 +8,11 @@ Each class says what it takes in ``inputs``: names of what ``HOFFRModel`` has at
 class with ``inputs`` (or an ``inputs:`` key in its YAML entry) and one entry in ``train.losses``.
 """
 from torch import nn
-from torch.nn import functional as F
 
 from basicsr.losses.basic_loss import charbonnier_loss, l1_loss, mse_loss
 from basicsr.utils.registry import LOSS_REGISTRY
 
+from hoffr_arch.archs.pof import level_frames
 from hoffr_arch.archs.warp import flow_warp
 
 CRITERIA = ('l2', 'charbonnier', 'l1')
@@ -124,10 +124,7 @@ class FlowWarpLoss(nn.Module):
             if flow.shape[1] != t - 1:
                 raise ValueError(f'FlowWarpLoss: {flow.shape[1]} {level} flows for a clip of {t} frames (need t-1)')
             size = flow.shape[-2:]
-            frames = frames.flatten(0, 1)
-            if frames.shape[-2:] != size:
-                frames = F.adaptive_avg_pool2d(frames, size)
-            frames = frames.view(n, t, c, *size)
+            frames = level_frames(frames.flatten(0, 1), size).view(n, t, c, *size)  # the POF's own pyramid
             warped = flow_warp(frames[:, :-1].flatten(0, 1), flow.flatten(0, 1))
             term = self.criterion(warped, frames[:, 1:].flatten(0, 1))
             if self.smooth_weight:

@@ -1,19 +1,10 @@
 """Warping error of an optical flow on real frames: how well frame t-1, warped by the flow, matches frame t."""
 import torch
-from torch.nn import functional as F
 
 from basicsr.utils.registry import METRIC_REGISTRY
 
+from hoffr_arch.archs.pof import level_frames  # noqa: F401  (the pyramid the flows live on, for benchmarks.flow)
 from hoffr_arch.archs.warp import flow_warp
-
-
-def level_frames(frames, size):
-    """(n, c, h, w) frames average-pooled (ceil, as the POF's pyramid) down to ``size`` (h_k, w_k)."""
-    while frames.shape[-2:] != tuple(size):
-        if frames.shape[-1] < size[-1] or frames.shape[-2] < size[-2]:
-            raise ValueError(f'no pyramid level of {tuple(frames.shape[-2:])} frames has size {tuple(size)}')
-        frames = F.avg_pool2d(frames, 2, ceil_mode=True)
-    return frames
 
 
 @METRIC_REGISTRY.register()
