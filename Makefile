@@ -13,8 +13,9 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel  # 3.12+ venvs have no setuptools: basicsr builds from source
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install torch torchvision
+	# scripts/build_shims: BasicSR's setup.py reads its version through locals(), which Python 3.13 changed
 	$(PY) -c "import importlib.metadata as m; assert m.version('basicsr') == '1.4.2'" 2>/dev/null || \
-		$(PY) -m pip install --no-build-isolation basicsr==1.4.2
+		PYTHONPATH=$(CURDIR)/scripts/build_shims $(PY) -m pip install --no-build-isolation basicsr==1.4.2
 	$(PY) -m pip install -e '.[test]'
 	touch $@
 
