@@ -3,6 +3,7 @@ weights it is given and writes the model card's ledger entry; its corpus, built 
 is the one a single ``synth`` call makes."""
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +77,8 @@ def test_dry_run_continues_the_given_weights_and_writes_the_ledger_entry(tmp_pat
                            '--weights', str(start), '--iters', '2', '--minutes', '1', '--batches', '1',
                            '--probe-iters', '1', '--gt-size', '64', '--num-frame', '3', '--workers', '0',
                            '--lr', '1e-9', '--ship-margin', '-100'],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))  # no oversubscribed cores
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f'Loading HOFFR model from {start}' in (out / 'train_basicsr.log').read_text()
     # resumed: the new EMA weights are the given ones moved by two steps at lr 1e-9, not the shipped ones

@@ -54,7 +54,7 @@ SIZES = {  # the release file, its fp32 copy, the YAML its recipe comes from (ne
 RECIPE = 'train_HOFFR_S_x4.yml'  # data, losses, EMA, frozen POF: the starter recipe for both sizes
 CLIP_LENGTH, EXPOSURE = 25, (0.5, 2.0)  # the corpus command's --clip-length and --exposure
 VIDEO_FRAMES = {'sam2_01_dog': 289, 'bikes': 250}  # a video that cannot be decoded still holds its clip numbers
-CONTINUE_LR = 0.5  # a continued run restarts its cosine at half the recipe's peak rate (a choice, unmeasured)
+CONTINUE_LR = 0.25  # a continued run restarts its cosine at a quarter of the recipe's peak rate (a choice, unmeasured)
 
 
 class Log:
@@ -179,6 +179,12 @@ def synth_job(specs, root, first_clip, threads):
                  first_clip=first_clip)
 
 
+def worker_pool(n):
+    """``n`` worker processes forked from this one (no second import of torch and BasicSR in each: that
+    is 8 CPU-seconds a worker); a forking pool starts all its workers at its first task."""
+    return cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context('fork'))
+
+
 def merge_reds(roots, target):
     """Move the clip folders of several REDS-layout roots into one."""
     for root in roots:
@@ -200,8 +206,7 @@ def build_corpus(src, work, log, max_frames=None, cores=None):
     shutil.rmtree(work / 'synth', ignore_errors=True)
     sources = corpus_sources(src)
     videos = [(i, p, o) for i, (p, o, _) in enumerate(sources) if Path(p).is_file()]
-    ctx = multiprocessing.get_context('spawn')
-    with cf.ProcessPoolExecutor(min(cores, 16), mp_context=ctx) as pool:
+    with worker_pool(cores) as pool:
         done = pool.map(try_decode, [p for _, p, _ in videos], [o.get('resize') for _, _, o in videos],
                         [work / 'synth' / 'decoded' / Path(p).stem for _, p, _ in videos], [max_frames] * len(videos))
         for (i, _, opts), folder in zip(videos, list(done)):
@@ -269,6 +274,8 @@ def probe(network_g, device, batches, num_frame, lr_size, scale, log, iters):
 def choose_batch(rows, within=0.9):
     """The smallest batch whose samples/s is within ``within`` of the best: nearly the same samples,
     more updates. Returns (batch, samples/s)."""
+    if len(rows) == 1:
+        return rows[0][:2]
     best = max(sps for _, sps, _ in rows)
     return next((b, sps) for b, sps, _ in rows if sps >= within * best)
 
@@ -295,14 +302,15 @@ def make_options(args, corpus, network_g, weights, batch, sizing, device):
     opt.update(name=f'gpu_train_{args.model_size}', network_g=dict(network_g),
                num_gpu=0 if device.type == 'cpu' else 'auto')
     ds = opt['datasets']['train']
-    workers = args.workers if args.workers is not None else min(8, max(0, (os.cpu_count() or 1) - 4))
+    workers = args.workers if args.workers is not None else min(10, max(0, (os.cpu_count() or 1) - 6))
     ds.update(batch_size_per_gpu=batch, gt_size=args.gt_size, num_frame=args.num_frame, num_worker_per_gpu=workers,
               dataset_enlarge_ratio=1000, pin_memory=device.type == 'cuda', persistent_workers=workers > 0)
     opt['path'] = dict(opt['path'], pretrain_network_g=str(weights) if weights else None, strict_load_g=True,
                        param_key_g='params_ema', resume_state=None)
     train = opt['train']
     train.update(total_iter=total, warmup_iter=warmup,
-                 scheduler=dict(train['scheduler'], periods=[total], restart_weights=[1]),
+                 scheduler=dict(train['scheduler'], periods=[total], restart_weights=[1],
+                                eta_min=min(train['scheduler'].get('eta_min', 0), lr / 100)),
                  optim_g=dict(train['optim_g'], lr=lr))
     opt['logger'] = dict(opt['logger'], print_freq=max(1, total // 20), save_checkpoint_freq=10 ** 9,
                          use_tb_logger=False)
@@ -488,7 +496,8 @@ def parse_args(argv):
     p.add_argument('--lr', type=float, default=None, help='default: the recipe\'s x sqrt(batch / its batch), '
                    f'x {CONTINUE_LR} when continuing')
     p.add_argument('--iters', type=int, default=None, help='fixed total_iter (tests) instead of the measured one')
-    p.add_argument('--workers', type=int, default=None, help='data workers (default: min(8, cores - 4))')
+    p.add_argument('--workers', type=int, default=None,
+                   help='data workers (default: min(10, cores - 6); scoring takes a quarter of the cores)')
     p.add_argument('--eval-device', default='cpu', help='where scoring runs (cpu: the model card\'s numbers)')
     p.add_argument('--ship-margin', type=float, default=0.01, help='dB over the shipped weights to ship')
     return p.parse_args(argv)
@@ -522,7 +531,7 @@ def prepare_run(args, log):
         raise FileNotFoundError(f'{corpus}: needs train/ and val/ (or test/) as datasets_lmdb packs them')
     names = json.loads((corpus / 'sources.json').read_text()) if (corpus / 'sources.json').exists() else {}
     cores = os.cpu_count() or 1
-    pool = cf.ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context('spawn'))
+    pool = worker_pool(cores)  # forked now, at its first task: before the probe touches CUDA
     bases = [(label, score(pool, path, held, args.eval_device, max(1, cores // 4)))  # while training runs
              for label, path in baselines(args.model_size)]
     sha = hashlib.sha256(Path(weights).read_bytes()).hexdigest() if weights else None
@@ -533,8 +542,11 @@ def prepare_run(args, log):
 def train_phase(args, ctx, device, out, log):
     """Probe, size, write the options, train. Returns the run's figures (dict) or None on failure."""
     info = SIZES[args.model_size]
-    rows = probe(ctx['network_g'], device, args.batches, args.num_frame, args.gt_size // 4, 4, log,
-                 args.probe_iters)
+    if args.iters and len(args.batches) == 1:  # nothing to measure: the size and the batch are given
+        rows = [(args.batches[0], float('nan'), float('nan'))]
+    else:
+        rows = probe(ctx['network_g'], device, args.batches, args.num_frame, args.gt_size // 4, 4, log,
+                     args.probe_iters)
     if not rows:
         raise RuntimeError('probe: not even the smallest batch fits')
     batch, sps = choose_batch(rows)
@@ -551,8 +563,12 @@ def train_phase(args, ctx, device, out, log):
     return dict(label=info['label'], batch=batch, iterations=its, checkpoint=ckpt, minutes=trained, lr=lr,
                 total_iter=total, warmup_iter=warmup, network_g=opt['network_g'],
                 start=str(ctx['weights'] or 'pof_x4.pth (POF only)'), sha256=ctx['sha256'],
-                probe=[dict(batch=b, samples_per_s=round(s, 2), peak_mib=round(m, 1) if m == m else None)
-                       for b, s, m in rows])
+                probe=[dict(batch=b, samples_per_s=_rounded(s, 2), peak_mib=_rounded(m, 1)) for b, s, m in rows])
+
+
+def _rounded(x, digits):
+    """``x`` rounded, None for NaN (JSON has no NaN)."""
+    return None if x != x else round(x, digits)
 
 
 def finish(args, ctx, run, out, device_name, log):
