@@ -1,11 +1,15 @@
-"""Command line: ``python -m datasets_lmdb {reds,dvd,synth,verify} --help``."""
+"""Command line: ``python -m datasets_lmdb {reds,dvd,gopro,synth,verify} --help``."""
 import argparse
 import sys
+from pathlib import Path
 
 import cv2
 
-from . import DatasetError, dvd_plan, pack, reds_plan, synth, verify
+from . import DatasetError, dvd_plan, gopro_plan, pack, reds_plan, synth, verify
+from .layout import GOPRO_SPLITS, reds_exposures
+from .synth import EXPOSURE_MODES
 from hoffr_arch.data.frame_io import ENCODINGS
+from hoffr_arch.data.video_io import check_apart
 
 
 def _pack_options(p):
@@ -45,6 +49,14 @@ def build_parser():
     p.add_argument('--input', required=True, help='DVD root (holding quantitative_datasets/) or that folder')
     _pack_options(p)
 
+    p = sub.add_parser('gopro', help='pack GoPro (GOPRO_Large) into LMDBs',
+                       description='Pack GOPRO_Large train|test/<clip>/{blur,blur_gamma,sharp}/ into LMDBs: '
+                       'train and test splits, sharp as GT, LR by MATLAB bicubic.')
+    p.add_argument('--input', required=True, help='GOPRO_Large root (holding train/ and/or test/)')
+    p.add_argument('--blur', choices=('blur', 'blur_gamma'), default='blur',
+                   help='the blurry frames: blur (default) or blur_gamma (averaged in gamma-corrected space)')
+    _pack_options(p)
+
     p = sub.add_parser('synth', help='make a REDS-layout VSRDB set from sharp videos or frame folders',
                        description='Blur sharp footage along its optical flow in linear light, then '
                        'MATLAB-bicubic x4: a REDS-layout folder (train_sharp, train_blur, *_bicubic/X4).')
@@ -54,8 +66,11 @@ def build_parser():
                    '(split=val puts its clips in val_* folders: a held-out source)')
     p.add_argument('--output', required=True, help='REDS-layout root to create')
     p.add_argument('--exposure', type=_exposure, default=1.0,
-                   help='exposure length in frame intervals (0: no blur; default 1.0), or A:B to draw one '
-                   'per clip from that range')
+                   help='exposure length in frame intervals (0: no blur; default 1.0), or A:B to draw from '
+                   'that range (see --exposure-mode); every frame\'s goes to OUT/exposures.txt')
+    p.add_argument('--exposure-mode', choices=EXPOSURE_MODES, default='clip',
+                   help='how a range A:B is drawn: clip (one per clip, default), frame (each frame its own, '
+                   'REDS-RE-like) or ramp (linear from A to B or B to A over each clip)')
     p.add_argument('--scale', type=int, default=4)
     p.add_argument('--clip-length', type=int, default=None, help='cut inputs into clips of this many frames')
     p.add_argument('--start', type=int, default=0, help='first frame to use')
@@ -89,15 +104,22 @@ def main(argv=None):
             return 1 if problems else 0
         if args.command == 'synth':
             clips = synth(args.input, args.output, args.exposure, args.scale, args.clip_length, args.start,
-                          args.max_frames, args.resize, args.overwrite, args.workers, step=args.step)
+                          args.max_frames, args.resize, args.overwrite, args.workers, step=args.step,
+                          exposure_mode=args.exposure_mode)
             print(f'synth: {len(clips)} clip(s), {sum(clips.values())} frames -> {args.output}')
             return 0
+        exposures = None
         if args.command == 'reds':
             splits = reds_plan(args.input, args.merge_val, args.reds4_test, args.generate_bicubic, args.scale)
+            exposures = reds_exposures(args.input, splits, args.merge_val)
+        elif args.command == 'gopro':
+            # OUT/train/ must not be GOPRO_Large/train/ (nor inside it): later runs would read it as clips
+            check_apart(args.output, [Path(args.input) / split for split in GOPRO_SPLITS])
+            splits = gopro_plan(args.input, args.blur, args.scale)
         else:
             splits = dvd_plan(args.input, args.scale)
         counts = pack(splits, args.output, args.encoding, args.png_level, args.workers, args.overwrite,
-                      args.resume, args.scale)
+                      args.resume, args.scale, exposures)
         for split, kinds in counts.items():
             print(f'{split}: {len(next(iter(splits[split].values())))} clips; ' +
                   ', '.join(f'{kind} {n} frames' for kind, n in kinds.items()))

@@ -1,4 +1,4 @@
-"""Reading dataset folders into a packing plan, with one clear error per bad input.
+"""Reading dataset folders (REDS, DVD, GoPro) into a packing plan, with one clear error per bad input.
 
 A plan is ``{split: {kind: {clip: [Frame, ...]}}}``; kinds are ``sharp`` and ``blur`` (HR) and
 ``sharp_bicubic`` and ``blur_bicubic`` (LR). Frames are natural-sorted (``im2`` before ``im10``),
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hoffr_arch.data.frame_io import DatasetError, list_clips, list_frames, natural_key
+from hoffr_arch.data.meta_info import EXPOSURES, read_exposures
 
 HR_KINDS = ('sharp', 'blur')
 LR_KINDS = ('sharp_bicubic', 'blur_bicubic')
@@ -103,6 +104,22 @@ def reds_plan(root, merge_val=False, reds4_test=False, generate_bicubic=False, s
     return splits
 
 
+def check_pair(clip, sharp, blur, subs, layout):
+    """The sharp and blurry frames of one clip (lists of paths in folders ``subs`` = (sharp, blur)
+    names) must have the same names and extensions; else one error naming the frame."""
+    names = ([p.name for p in sharp], [p.name for p in blur])
+    stems = ([p.stem for p in sharp], [p.stem for p in blur])
+    if names[0] != names[1] and stems[0] == stems[1]:  # same frames, other formats: say that
+        i = next(i for i, (a, b) in enumerate(zip(*names)) if a != b)
+        raise DatasetError(f'{clip}: {subs[0]}/{names[0][i]} and {subs[1]}/{names[1][i]} differ in format ({layout} '
+                           f'clip {clip.name}); {subs[0]} and {subs[1]} frames must have the same names and extensions')
+    if names[0] != names[1]:
+        extra = sorted(set(names[0]) ^ set(names[1]), key=natural_key)[0]
+        where = subs[0] if extra in names[0] else subs[1]
+        raise DatasetError(f'{clip}: frame {extra} is in {where}/ only ({layout} clip {clip.name}: {subs[0]}/ has '
+                           f'{len(sharp)} frames, {subs[1]}/ {len(blur)})')
+
+
 def dvd_plan(root, scale=4, test_clips=DVD_TEST):
     """Plan for DeepVideoDeblurring's ``quantitative_datasets/<clip>/{input,GT}/``.
 
@@ -121,16 +138,7 @@ def dvd_plan(root, scale=4, test_clips=DVD_TEST):
         stray = [p for p in clip.iterdir() if p.name not in ('GT', 'input')]
         if stray:
             raise DatasetError(f'{stray[0]}: stray entry in DVD clip {clip.name} (expected GT/ and input/)')
-        names = ([p.name for p in found['sharp'][clip.name]], [p.name for p in found['blur'][clip.name]])
-        stems = ([p.stem for p in found['sharp'][clip.name]], [p.stem for p in found['blur'][clip.name]])
-        if names[0] != names[1] and stems[0] == stems[1]:  # same frames, other formats: say that
-            i = next(i for i, (a, b) in enumerate(zip(*names)) if a != b)
-            raise DatasetError(f'{clip}: GT/{names[0][i]} and input/{names[1][i]} differ in format (DVD clip '
-                               f'{clip.name}); GT and input frames must have the same names and extensions')
-        if names[0] != names[1]:
-            extra = sorted(set(names[0]) ^ set(names[1]), key=natural_key)[0]
-            where = 'GT' if extra in names[0] else 'input'
-            raise DatasetError(f'{clip}: frame {extra} is in {where}/ only (DVD clip {clip.name})')
+        check_pair(clip, found['sharp'][clip.name], found['blur'][clip.name], ('GT', 'input'), 'DVD')
     plan = to_plan(found, LR_KINDS, scale)
     test = [c for c in test_clips if c in found['sharp']]
     splits = {'train': plan}
@@ -139,3 +147,67 @@ def dvd_plan(root, scale=4, test_clips=DVD_TEST):
     if not plan['sharp']:
         del splits['train']
     return splits
+
+
+GOPRO_SPLITS = ('train', 'test')
+GOPRO_FOLDERS = ('sharp', 'blur', 'blur_gamma')
+
+
+def gopro_plan(root, blur='blur', scale=4):
+    """Plan for GoPro (``GOPRO_Large``): ``train|test/<clip>/{blur,blur_gamma,sharp}/*.png``.
+
+    ``sharp`` is the GT, ``blur`` (averaged frames) or ``blur_gamma`` (averaged in gamma-corrected
+    space) the blurry HR kind; both LR kinds (t, h/scale, w/scale) are made by MATLAB bicubic. The
+    ``train`` and ``test`` folders present become the splits of those names.
+    """
+    if blur not in GOPRO_FOLDERS[1:]:
+        raise DatasetError(f'unknown GoPro blur folder {blur!r}; choose blur or blur_gamma')
+    root = Path(root)
+    splits = {}
+    for split in GOPRO_SPLITS:
+        if not (root / split).is_dir():
+            continue
+        found = {'sharp': {}, 'blur': {}}
+        for clip in list_clips(root / split):
+            stray = [p for p in clip.iterdir() if p.name not in GOPRO_FOLDERS]
+            if stray:
+                raise DatasetError(f'{stray[0]}: stray entry in GoPro clip {clip.name} (expected '
+                                   f'{", ".join(GOPRO_FOLDERS)})')
+            for kind, sub in (('sharp', 'sharp'), ('blur', blur)):
+                if not (clip / sub).is_dir():
+                    has = ', '.join(sorted(p.name for p in clip.iterdir())) or 'nothing'
+                    raise DatasetError(f'{clip / sub}: GoPro clip {clip.name} has no {sub}/ frames (it has {has})')
+                found[kind][clip.name] = list_frames(clip / sub)
+            check_pair(clip, found['sharp'][clip.name], found['blur'][clip.name], ('sharp', blur), 'GoPro')
+        splits[split] = to_plan(found, LR_KINDS, scale)
+    if not splits:
+        raise DatasetError(f'{root}: no train/ or test/ folder (GoPro layout: GOPRO_Large/train|test/<clip>/'
+                           '{blur,blur_gamma,sharp}/)')
+    return splits
+
+
+def reds_exposures(root, splits, merge_val=False):
+    """The exposures that ``synth`` recorded in ``ROOT/exposures.txt``, for the clips of a
+    ``reds_plan`` (renamed and moved as it did): {split: {'<clip>/<frame:08d>': exposure}}, or None
+    without that file. Every frame of every planned clip must be listed."""
+    path = Path(root) / EXPOSURES
+    if not path.is_file():
+        return None
+    recorded = read_exposures(path)
+    found = {}
+    for key, value in recorded.items():
+        prefix, _, rest = key.partition('/')
+        if prefix == 'val' and merge_val and rest.split('/')[0].isdigit():
+            clip, _, frame = rest.partition('/')
+            prefix, rest = 'train', f'{int(clip) + 240:03d}/{frame}'
+        found[prefix, rest] = value
+    exposures = {}
+    for split, kinds in splits.items():
+        source = 'train' if split == 'test' else split  # --reds4-test takes its clips from train
+        exposures[split] = {}
+        for frame in (f for frames in next(iter(kinds.values())).values() for f in frames):
+            if (source, frame.key) not in found:
+                raise DatasetError(f'{path}: no exposure for {split} frame {frame.key} (it lists every frame '
+                                   'synth wrote; the clips changed since?)')
+            exposures[split][frame.key] = found[source, frame.key]
+    return exposures

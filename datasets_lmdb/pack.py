@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from hoffr_arch.data.frame_io import ENCODINGS, bicubic_downscale, encode_bmp, encode_png, frame_shape, stored_format
 from hoffr_arch.data.lmdb_integrity import CHECKSUMS, checksum
-from hoffr_arch.data.meta_info import clip_line, frame_line
+from hoffr_arch.data.meta_info import EXPOSURES, clip_line, exposure_line, frame_line
 
 from .layout import HR_KINDS, LR_OF, DatasetError
 
@@ -212,8 +212,12 @@ def _write_atomic(path, text):
     os.replace(tmp, path)
 
 
-def pack(splits, out, encoding='bmp', png_level=1, workers=None, overwrite=False, resume=False, scale=4):
-    """Pack every split and kind of a plan under ``out``; returns {split: {kind: frames}}."""
+def pack(splits, out, encoding='bmp', png_level=1, workers=None, overwrite=False, resume=False, scale=4,
+         exposures=None):
+    """Pack every split and kind of a plan under ``out``; returns {split: {kind: frames}}.
+
+    ``exposures`` ({split: {key: exposure}}, ``layout.reds_exposures``) is written beside each split's
+    meta_info.txt as ``exposures.txt``; without it, ``--overwrite`` removes an earlier run's."""
     if encoding not in ENCODINGS:
         raise DatasetError(f'unknown encoding {encoding!r}; choose from {", ".join(ENCODINGS)}')
     out = Path(out)
@@ -230,7 +234,9 @@ def pack(splits, out, encoding='bmp', png_level=1, workers=None, overwrite=False
         raise DatasetError(f'{out}: exists and is not a folder')
     sizes = check_sizes(splits, scale)
     targets = [out / split / f'{kind}.lmdb' for split, kinds in splits.items() for kind in kinds]
-    check_outputs(targets + [out / split / 'meta_info.txt' for split in splits], overwrite, resume)
+    sides = [out / split / 'meta_info.txt' for split in splits]
+    sides += [out / split / EXPOSURES for split in splits] if exposures else []
+    check_outputs(targets + sides, overwrite, resume)
     counts = {}
     for split, kinds in splits.items():
         counts[split] = {}
@@ -240,4 +246,9 @@ def pack(splits, out, encoding='bmp', png_level=1, workers=None, overwrite=False
         ref = next((k for k in HR_KINDS if k in kinds), next(iter(kinds)))
         lines = [clip_line(clip, len(frames), (*sizes[split][ref][clip][:2], 3)) for clip, frames in kinds[ref].items()]
         _write_atomic(out / split / 'meta_info.txt', ''.join(lines))
+        if exposures:
+            keys = [f.key for frames in kinds[ref].values() for f in frames]
+            _write_atomic(out / split / EXPOSURES, ''.join(exposure_line(k, exposures[split][k]) for k in keys))
+        elif overwrite and (out / split / EXPOSURES).is_file():  # an earlier run's, wrong for these frames
+            (out / split / EXPOSURES).unlink()
     return counts

@@ -127,3 +127,31 @@ def checkpoint(tmp_path):
     torch.save({'params': net.state_dict(), 'params_ema': ema}, exp / 'models' / 'net_g_5.pth')
     net.load_state_dict(ema)
     return exp / 'models' / 'net_g_5.pth', net.eval()
+
+
+def gopro_frames(n, h, w, seed):
+    """n + 2 consecutive (h, w, 3) uint8 frames: a crop of real footage (``../shared/data/basketballpass``,
+    one crop per seed) when present, else ``smooth_frames``."""
+    folder = SHARED_DATA / 'basketballpass'
+    if not folder.is_dir():
+        return smooth_frames(n + 2, h, w, seed)
+    y, x = (16 * seed) % (240 - h), (40 * seed) % (416 - w)
+    return [cv2.imread(str(folder / f'im{1 + 10 * seed + i}.png'))[y:y + h, x:x + w] for i in range(n + 2)]
+
+
+def make_gopro(root, clips, h=64, w=96):
+    """GoPro (GOPRO_Large) layout made here, not copied from GoPro: ``root/<split>/<clip>/{sharp,blur,
+    blur_gamma}/%06d.png``, numbered from 1 + 40 * the clip's position (GoPro's clips do not start at 1).
+    ``clips`` maps '<split>/<clip>' -> frames. ``blur`` averages each frame with its two neighbours,
+    ``blur_gamma`` does so in linear light (gamma 2.2), as GoPro's were made from 240 fps frames."""
+    for seed, (name, n) in enumerate(clips.items()):
+        frames = [f.astype(np.float32) / 255. for f in gopro_frames(n, h, w, seed)]
+        sharp = frames[1:-1]
+        blur = [(a + b + c) / 3 for a, b, c in zip(frames, frames[1:], frames[2:])]
+        gamma = [((a**2.2 + b**2.2 + c**2.2) / 3)**(1 / 2.2) for a, b, c in zip(frames, frames[1:], frames[2:])]
+        for kind, imgs in (('sharp', sharp), ('blur', blur), ('blur_gamma', gamma)):
+            (root / name / kind).mkdir(parents=True)
+            for i, img in enumerate(imgs):
+                path = root / name / kind / f'{1 + 40 * seed + i:06d}.png'
+                cv2.imwrite(str(path), np.rint(img * 255).astype(np.uint8))
+    return root

@@ -61,3 +61,40 @@ def clips_of_lmdb(lmdb_path):
         clip = key.split('/')[0]
         clips[clip] = clips.get(clip, 0) + 1
     return clips
+
+
+# The exposures side file, ``exposures.txt``: one line per frame, ``<key> <exposure>``, the exposure
+# in frame intervals (``datasets_lmdb synth --exposure``), written with ``repr`` so it reads back as
+# the very float that was used. In a synth (REDS-layout) root the key is ``<train|val>/<clip>/<frame:08d>``;
+# in a packed split (beside meta_info.txt, which BasicSR parses and so cannot carry it) ``<clip>/<frame:08d>``.
+EXPOSURES = 'exposures.txt'
+EXPOSURE_BINS = ('short', 'medium', 'long')  # < 0.75, 0.75 to 1.5, > 1.5 frame intervals
+
+
+def exposure_line(key, exposure):
+    return f'{key} {float(exposure)!r}\n'
+
+
+def read_exposures(path):
+    """An exposures side file -> {key: exposure (float)}; a malformed line names its number."""
+    exposures = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            value = float(parts[1])
+            if not value >= 0 or value == float('inf'):
+                raise ValueError
+        except ValueError:
+            raise DatasetError(f'{path}:{number}: expected "<clip>/<frame> <exposure>" with a finite exposure >= 0, '
+                               f'got {line!r}') from None
+        exposures[parts[0]] = value
+    return exposures
+
+
+def exposure_bin(exposure):
+    """'short' (< 0.75 frame intervals), 'medium' (0.75 to 1.5) or 'long' (> 1.5)."""
+    return 'short' if exposure < 0.75 else 'medium' if exposure <= 1.5 else 'long'
