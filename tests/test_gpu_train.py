@@ -93,7 +93,7 @@ def test_dry_run_continues_the_given_weights_and_writes_the_ledger_entry(tmp_pat
     assert entry['iterations'] == 2 and entry['batch'] == 1 and entry['samples_seen'] == 2
     assert entry['start_weights'] == str(start)
     assert entry['start_sha256'] == hashlib.sha256(start.read_bytes()).hexdigest()
-    assert entry['total_iter'] == 2 and entry['minutes'] >= 0 and entry['date']
+    assert entry['total_iter'] == 2 and entry['minutes'] >= 0 and entry['date'] and entry['scored'] is True
     held = entry['heldout']
     assert held['frames'] == 6 and 0 < held['bicubic_psnr'] < 60 and 0 < held['psnr'] < 60
     assert {'first', 'later', 'ssim', 'bicubic_ssim'} <= set(held)

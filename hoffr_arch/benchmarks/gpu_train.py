@@ -106,8 +106,8 @@ def try_decode(path, resize, folder, max_frames=None):
 
 def decode_video(path, resize, folder, max_frames=None):
     """A video's frames as ``folder/%08d.bmp``, resized as ``datasets_lmdb synth`` would (``read_frames``);
-    through OpenCV's FFmpeg where PyAV is missing (the GPU machine): the same H.264 decoder, the
-    colour conversion may round differently."""
+    through OpenCV's FFmpeg where PyAV is missing (the GPU machine): the same H.264 decoder (the bundled
+    clip's frames came out identical to PyAV's here)."""
     import cv2
     from hoffr_arch.data.video_io import read_frames
     size = tuple(int(v) for v in resize.split('x')) if resize else None
@@ -560,10 +560,13 @@ def train_phase(args, ctx, device, out, log):
     ok, its, ckpt, trained = run_training(opt, ctx['work'], out / info['fp32'], minutes, log)
     if not ok:
         return None
-    return dict(label=info['label'], batch=batch, iterations=its, checkpoint=ckpt, minutes=trained, lr=lr,
-                total_iter=total, warmup_iter=warmup, network_g=opt['network_g'],
-                start=str(ctx['weights'] or 'pof_x4.pth (POF only)'), sha256=ctx['sha256'],
-                probe=[dict(batch=b, samples_per_s=_rounded(s, 2), peak_mib=_rounded(m, 1)) for b, s, m in rows])
+    run = dict(label=info['label'], batch=batch, iterations=its, checkpoint=ckpt, minutes=trained, lr=lr,
+               total_iter=total, warmup_iter=warmup, network_g=opt['network_g'],
+               start=str(ctx['weights'] or 'pof_x4.pth (POF only)'), sha256=ctx['sha256'],
+               probe=[dict(batch=b, samples_per_s=_rounded(s, 2), peak_mib=_rounded(m, 1)) for b, s, m in rows])
+    # what a call cut short during scoring still returns; the scored entry replaces it
+    (out / 'ledger.json').write_text(json.dumps(dict(run, checkpoint=str(ckpt), scored=False), indent=1) + '\n')
+    return run
 
 
 def _rounded(x, digits):
@@ -586,7 +589,7 @@ def finish(args, ctx, run, out, device_name, log):
         text += f'; release candidate {info["release"]} (fp16) and {info["fp32"]} (fp32) in {out.name}/'
     run['timeline'] = dict(log.marks, done=round(log.elapsed(), 1))
     entry = ledger_entry(args, run, new, device_name, ship)
-    entry.update(verdict=text, baselines=dict(bases))
+    entry.update(verdict=text, baselines=dict(bases), scored=True)
     (out / 'ledger.json').write_text(json.dumps(entry, indent=1) + '\n')
     new_label = f'this run: {info["label"]} EMA, {run["iterations"]} iterations'
     probe_rows = '\n'.join(f'| {p["batch"]} | {p["samples_per_s"]} | {p["peak_mib"]} |' for p in run['probe'])
