@@ -46,18 +46,24 @@ def streamed(step, recur=True):
     return run_clip
 
 
-def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False):
+def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False, pictures=False, pof=None):
     """Scores on ``dataset`` (``VSRDBTestDataset``; ``lq_sharp`` needed for the warping error).
 
     Returns a dict: 'model' and 'bicubic' (mean PSNR, SSIM over all frames), 'fma' (PSNR, SSIM by
     FMA-Net's protocol), 'tof' (NaN unless ``tof``: it costs two optical flows a frame),
     'gain_first' and 'gain_later' (dB over bicubic, averaged over clips), 'per_clip' [(clip, first, later)], 'warp_pof' and 'warp_zero' (NaN without ``net``),
     'picture' (bicubic, output, GT of one frame), 'frames' and 'seconds' (the time spent in
-    ``run_clip`` alone, synchronised on CUDA).
+    ``run_clip`` alone, synchronised on CUDA), 'frame_gains' [(clip, [dB over bicubic of each frame])];
+    with ``pictures`` (for ``hoffr_arch.report``), 'pictures': per clip its middle frame (clip, index,
+    frames, bicubic, output, gt), the LR pair ending there ('lq') and the LR flow of ``pof`` (default
+    ``net.pof``; None without) on that pair ('flow').
     """
     device = torch.device(device)
     scores = {'bicubic': [], 'model': [], 'fma': []}
     per_clip, warp, tofs, picture, seconds, frames = [], {'pof': [], 'zero': []}, [], None, 0., 0
+    frame_gains, kept = [], []
+    if pof is None and getattr(net, 'use_flow', False):
+        pof = net.pof
     for index in range(len(dataset)):
         clip = dataset[index]
         lq = clip['lq'].to(device)
@@ -83,6 +89,11 @@ def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False):
                     gts.append(gt)
                 if picture is None and i == lq.shape[0] // 2:
                     picture = (bicubic, out, gt)
+                if pictures and i == lq.shape[0] // 2:
+                    kept.append(dict(clip=clip.get('folder', str(index)), index=i, frames=lq.shape[0], bicubic=bicubic,
+                                     output=out, gt=gt, lq=clip['lq'][i - 1:i + 1] if i else None, flow=None))
+                    if i and pof is not None:  # the POF on that one pair (the network's own first stage)
+                        kept[-1]['flow'] = pof(lq[i - 1:i], lq[i:i + 1])['lr'][0].float().cpu()
             if net is not None and 'lq_sharp' in clip and lq.shape[0] > 1:
                 # the POF alone on the blurry pairs, as the network runs it (not a second full pass)
                 flow = net.pof(lq[:-1], lq[1:])['lr']
@@ -92,6 +103,7 @@ def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False):
         frames += lq.shape[0]
         if tof:
             tofs.append(calculate_tof(outs, gts))
+        frame_gains.append((clip.get('folder', str(index)), gains))
         per_clip.append((clip.get('folder', str(index)), gains[0],
                          float(np.mean(gains[1:])) if len(gains) > 1 else float('nan')))
     result = {k: tuple(np.mean(v, axis=0)) if v else (float('nan'), float('nan')) for k, v in scores.items()}
@@ -99,7 +111,10 @@ def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False):
                   gain_later=float(np.nanmean([c[2] for c in per_clip])), per_clip=per_clip,
                   tof=float(np.mean(tofs)) if tofs else float('nan'), frames=frames, seconds=seconds,
                   warp_pof=float(np.mean(warp['pof'])) if warp['pof'] else float('nan'),
-                  warp_zero=float(np.mean(warp['zero'])) if warp['zero'] else float('nan'), picture=picture)
+                  warp_zero=float(np.mean(warp['zero'])) if warp['zero'] else float('nan'), picture=picture,
+                  frame_gains=frame_gains)
+    if pictures:
+        result['pictures'] = kept
     return result
 
 
@@ -128,6 +143,8 @@ def report(result):
 
 
 def main(argv=None):
+    from pathlib import Path
+    from hoffr_arch import report as html_report
     from hoffr_arch.infer import InferError, add_model_arguments, load_model_from_args
     from hoffr_arch.data.frame_io import DatasetError
     from hoffr_arch.precision import CHOICES, choose
@@ -141,8 +158,12 @@ def main(argv=None):
                         help='also score every frame run as a first frame (no previous output carried)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--dtype', choices=CHOICES, default='auto', help='compute path, as infer --dtype')
+    parser.add_argument('--report', metavar='DIR', help='also write an offline HTML report there (scores with tOF, '
+                        'per-frame gains, crops, flow; hoffr_arch.report)')
     args = parser.parse_args(argv)
     try:
+        if args.report:
+            html_report.check_dir(args.report)
         path = choose(args.dtype, args.device)
         print(path.describe(), file=sys.stderr)
         net = load_model_from_args(args, args.device)
@@ -150,7 +171,8 @@ def main(argv=None):
     except (InferError, DatasetError, KeyError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    result = evaluate(streamed(torch_step(net, path)), dataset, net.scale, args.device, net=net)
+    result = evaluate(streamed(torch_step(net, path)), dataset, net.scale, args.device, net=net,
+                      tof=bool(args.report), pictures=bool(args.report))
     print(f'{args.data}: {len(dataset)} clips')
     for clip, first, later in result['per_clip']:
         print(f'  {clip}: first frame {first:+.2f} dB, later frames {later:+.2f} dB over bicubic')
@@ -166,6 +188,14 @@ def main(argv=None):
                          net.scale, args.device)
         print(f'tiles {args.tile} (overlap {args.tile_overlap}): {tiled["model"][0]:.3f} dB vs whole frames '
               f'{result["model"][0]:.3f} dB ({tiled["model"][0] - result["model"][0]:+.3f} dB)')
+        result['tiled'] = tiled
+    if args.report:
+        name = Path(args.model).name if args.model else 'HOFFR-S (shipped)'
+        runs = [(name, result)] + [(f'{name}, {what}', result[key]) for key, what in (
+            ('no_recurrence', 'nothing carried'), ('tiled', f'tiles {args.tile}')) if key in result]
+        facts = [('data', f'{args.data} ({len(dataset)} clips)'), ('model', args.model or 'the shipped HOFFR-S'),
+                 ('compute path', path.describe()), ('torch', torch.__version__)]
+        print(f'report: {html_report.write_report(args.report, runs, f"HOFFR evaluation: {args.data}", facts)}')
     return result
 
 

@@ -41,6 +41,7 @@ from hoffr_arch.data.video_io import (MediaError, MediaReader, MediaWriter, Trun
                                       is_finished_video, is_video_file)
 from hoffr_arch.options import OptionsError, load_yaml
 from hoffr_arch.precision import CHOICES, choose
+from hoffr_arch.report import Recorder, ReportError, check_dir, write_infer_report
 from hoffr_arch.streaming import OnnxStep, TiledStep, overlap_size, quantize, tile_size, torch_step, warm_up
 
 STARTER = 'hoffr_arch/assets/HOFFR_S_x4.pth'
@@ -212,7 +213,9 @@ def process(step, inp, out, args, device, progress=None):
 
 def make_step(args, device, path):
     """The step callable the arguments ask for: ONNX Runtime or torch on ``path`` (a ``ComputePath``),
-    tiled with ``--tile``, warmed up per frame shape unless ``--no-warm-up``."""
+    tiled with ``--tile``, warmed up per frame shape unless ``--no-warm-up``; with ``--report``, inside a
+    ``report.Recorder`` (frames, flow and times for the report)."""
+    pof = None
     if args.backend == 'onnxruntime':
         if args.model is None or Path(args.model).suffix != '.onnx':
             raise InferError('--backend onnxruntime needs --model STEP.onnx (python -m hoffr_arch.export writes it)')
@@ -226,9 +229,11 @@ def make_step(args, device, path):
     else:
         net = load_model_from_args(args, device)
         step, scale = torch_step(net, path), net.scale
+        pof = net.pof if net.use_flow else None
     if args.tile:
         step = TiledStep(step, scale, args.tile, args.tile_overlap, hr_dtype=torch.uint8)
-    return step if args.no_warm_up else WarmStep(step, device)
+    step = step if args.no_warm_up else WarmStep(step, device)
+    return Recorder(step, pof) if getattr(args, 'report', None) else step
 
 
 def main(argv=None):
@@ -256,8 +261,12 @@ def main(argv=None):
     parser.add_argument('--deblurred', default=None, help='also write the deblurred LR frames here')
     parser.add_argument('--allow-partial', action='store_true', help='accept a truncated input: keep its output')
     parser.add_argument('--overwrite', action='store_true', help='replace an earlier output of this tool')
+    parser.add_argument('--report', metavar='DIR', help='also write an offline HTML report there: bicubic of the '
+                        'input against the output, the flow, the compute path and the speed (hoffr_arch.report)')
     args = parser.parse_args(argv)
     try:
+        if args.report:
+            check_dir(args.report)
         device = torch.device(args.device)
         if args.backend == 'onnxruntime':
             if args.dtype not in ('auto', 'fp32') or device.type != 'cpu':
@@ -303,7 +312,11 @@ def main(argv=None):
                 written += n
                 if truncated:
                     warnings.append(f'warning: {truncated}; --allow-partial kept its {n} frames in {out}')
-    except (InferError, DatasetError) as err:
+        if args.report and step is not None:
+            facts = [('input', args.input), ('model', args.model or STARTER), ('tiles', args.tile or 'whole frames'),
+                     ('compute path', path.describe() if path else 'onnxruntime fp32 on cpu')]
+            warnings.append(f'report: {write_infer_report(args.report, step, [i.name for i, _ in todo], facts)}')
+    except (InferError, DatasetError, ReportError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1 if isinstance(err, PartialError) else 2
     for line in warnings:
