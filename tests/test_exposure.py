@@ -87,3 +87,31 @@ def test_a_bad_exposures_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and f'{src / "exposures.txt"}:4: expected' in err
     assert not (tmp_path / 'a').exists() and not (tmp_path / 'b').exists()
+
+
+def test_evaluation_reports_each_exposure_bin(tmp_path, capsys):
+    from basicsr.utils.matlab_functions import imresize
+    from hoffr_arch.evaluation import evaluate, main as evaluation, test_dataset
+    src = make_reds(tmp_path / 'REDS', {'000': 3, '001': 3})
+    exposures = {'000': (0.5, 1.0, 2.0), '001': (0.6, 1.5, 1.6)}
+    (src / 'exposures.txt').write_text(''.join(f'train/{c}/{i:08d} {e}\n' for c, es in exposures.items()
+                                               for i, e in enumerate(es)))
+    out = tmp_path / 'lmdb'
+    assert cli(['reds', '--input', str(src), '--output', str(out)]) == 0
+    result = evaluation(['--data', str(out / 'train'), '--device', 'cpu', '--dtype', 'fp32'])
+    table = capsys.readouterr().out
+    bins = result['by_exposure']
+    assert list(bins) == ['short', 'medium', 'long'] and [b['frames'] for b in bins.values()] == [2, 2, 2]
+    assert bins['long']['exposure'] == (1.6, 2.0) and bins['short']['exposure'] == (0.5, 0.6)
+    overall = sum(b['frames'] * b['model'][0] for b in bins.values()) / 6
+    assert overall == pytest.approx(result['model'][0])  # every frame in exactly one bin
+    assert [c for c in result['by_clip']] == ['000', '001'] and result['by_clip']['000']['frames'] == 3
+    for name, label in (('short', 'short (< 0.75)'), ('medium', 'medium (0.75-1.5)'), ('long', 'long (> 1.5)')):
+        (p, s), (bp, bs) = bins[name]['model'], bins[name]['bicubic']
+        assert f'| {label} | 2 | {p:.2f} / {s:.4f} | {bp:.2f} / {bs:.4f} | {p - bp:+.2f} |' in table
+    assert '| 001 | 3 |' in table
+
+    (out / 'train' / 'exposures.txt').unlink()  # a split without exposures: per clip only
+    result = evaluate(lambda lq: (imresize(f, 4).clamp(0, 1) for f in lq), test_dataset(out / 'train'))
+    assert result['by_exposure'] == {} and list(result['by_clip']) == ['000', '001']
+    assert result['by_clip']['001']['model'] == pytest.approx(result['by_clip']['001']['bicubic'])

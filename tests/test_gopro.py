@@ -49,7 +49,7 @@ def test_gopro_packs_what_stock_basicsr_reads_back_exactly(gopro, tmp_path, blur
     for name, n in CLIPS.items():
         split, clip = name.split('/')
         paths = {kind: sorted((gopro / name / kind).iterdir()) for kind in ('sharp', blur)}
-        want = {'sharp': [cv2.imread(str(p)) for p in paths['sharp']], 'blur': [cv2.imread(str(p)) for p in paths[blur]]}
+        want = {kind: [cv2.imread(str(p)) for p in paths[sub]] for kind, sub in (('sharp', 'sharp'), ('blur', blur))}
         want['sharp_bicubic'] = [bicubic_downscale(f, 4) for f in want['sharp']]
         want['blur_bicubic'] = [bicubic_downscale(f, 4) for f in want['blur']]
         for kind, frames in want.items():
