@@ -27,7 +27,8 @@ if [ "${1:-}" = --prepare ]; then
     cp "$SRC/videos/bikes.mp4" datasets/gpu_sources/videos/
     chmod -R u+w datasets/gpu_sources
     du -sh .whl datasets/gpu_sources
-    echo "ready: run(command='bash scripts/gpu_train.sh --out \$OUT', carry=['.whl', 'datasets/gpu_sources'], timeout_s=570)"
+    echo "ready: run(command='bash scripts/gpu_train.sh --out \$OUT'," \
+        "carry=['.whl', 'datasets/gpu_sources'], timeout_s=540)"
     exit 0
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
