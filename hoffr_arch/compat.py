@@ -125,7 +125,6 @@ def _load_resume_state(opt):
     A training state is data from a file like any other: it is read with ``weights_only=True``
     (``read_training_state``), so a pickled object in it cannot run code.
     """
-    import torch
     from basicsr.utils import check_resume
     path = find_resume_state(opt['path']['experiments_root']) if opt['auto_resume'] else opt['path'].get('resume_state')
     RESUME_POINT.clear()

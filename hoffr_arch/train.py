@@ -20,7 +20,7 @@ import basicsr.train
 from basicsr.train import train_pipeline
 from hoffr_arch._entry import finish_distributed, prepare
 from hoffr_arch.checkpoint import CheckpointError
-from hoffr_arch.models.hoffr_model import NonFiniteLossError
+from hoffr_arch.models.run_safety import NonFiniteLossError
 
 
 class BudgetReached(Exception):

@@ -26,7 +26,6 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from hoffr_arch.archs.warp import flow_warp
 from hoffr_arch.metrics.flow_metric import calculate_warp_error
-from .hoffr_model import NonFiniteLossError
 from .run_safety import RunSafetyMixin
 
 
@@ -93,10 +92,7 @@ class FlowPretrainModel(RunSafetyMixin, SRModel):
         if hasattr(self.cri_pix, 'set_iteration'):
             self.cri_pix.set_iteration(current_iter)
         total, terms = self.cri_pix(fw, bw, (prev, cur), hr)
-        if not torch.isfinite(total):  # train.py reports it in one line; checkpoints stay as they are
-            raise NonFiniteLossError(f'non-finite flow loss at iteration {current_iter} '
-                                     f'({", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())}); stopped '
-                                     'before updating the weights: lower train.optim_g.lr and --auto_resume')
+        self.check_finite_loss(total, terms, current_iter)  # all ranks stop together (train.py: one line)
         total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(OrderedDict(terms, l_total=total))

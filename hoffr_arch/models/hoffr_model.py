@@ -45,10 +45,6 @@ OPTIMIZERS = ('Adam', 'AdamW', 'Adamax', 'SGD', 'ASGD', 'RMSprop', 'Rprop')
 SHORTHANDS = {'sr_opt': 'l_sr', 'db_opt': 'l_db', 'flow_opt': 'l_flow'}
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the run stops, checkpoints are kept."""
-
-
 @MODEL_REGISTRY.register()
 class HOFFRModel(RunSafetyMixin, SRModel):
     """Training and validation of HOFFR (see the module docstring for the options it adds)."""
@@ -158,27 +154,13 @@ class HOFFRModel(RunSafetyMixin, SRModel):
                      'flows': {k: v.float() for k, v in aux['flows'].items()}}
             losses = OrderedDict((name, loss(*(given[k] for k in inputs))) for name, inputs, loss in self.losses)
         total = sum(losses.values())
-        self._check_finite(total, losses, current_iter)
+        self.check_finite_loss(total, losses, current_iter)
         total.backward()
         self.optimizer_g.step()
         losses['l_total'] = total
         self.log_dict = self.reduce_loss_dict(losses)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
-
-    def _check_finite(self, total, losses, current_iter):
-        finite = torch.isfinite(total.detach()).float()
-        if self.opt['dist']:  # every rank stops together, none waits in an all-reduce
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if finite.item() == 1:
-            return
-        terms = ', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())
-        states = Path(self.opt['path']['training_states'])
-        saved = sorted((int(p.stem) for p in states.glob('*.state') if p.stem.isdigit()), reverse=True)
-        last = f'iteration {saved[0]} in {states}' if saved else 'none saved yet'
-        raise NonFiniteLossError(f'non-finite loss at iteration {current_iter} ({terms}); stopped before updating '
-                                 f'the weights. Last good checkpoint: {last} (continue with --auto_resume after '
-                                 'lowering the learning rate)')
 
     def test(self):
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g

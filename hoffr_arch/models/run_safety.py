@@ -1,6 +1,7 @@
 """What every model of this package adds to BasicSR's for safe runs on any device.
 
 - ``model_to_device``: DDP on CPU (gloo) as well as CUDA; BasicSR's always asks CUDA for a device;
+- a NaN/inf loss stops every rank before the weights change (``check_finite_loss``);
 - checkpoints and training states written atomically (temporary file, then rename), so a kill
   during a save never leaves a partial file for ``--auto_resume`` to meet;
 - a resumed run follows the schedule of its options: a longer ``total_iter`` (whose cosine period
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import distributed as dist
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from basicsr.utils.dist_util import master_only
@@ -25,6 +27,10 @@ def atomic_torch_save(obj, path):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops, checkpoints are kept."""
 
 
 class RunSafetyMixin:
@@ -54,6 +60,22 @@ class RunSafetyMixin:
         super().resume_training(resume_state)
         for scheduler, shape in zip(self.schedulers, shapes):
             vars(scheduler).update(shape)
+
+    def check_finite_loss(self, total, losses, current_iter):
+        """Raise ``NonFiniteLossError`` (before the weights change) if ``total`` is NaN/inf on any rank:
+        the flag is all-reduced, so every rank stops together and none waits in a collective."""
+        finite = torch.isfinite(total.detach()).float()
+        if self.opt['dist']:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() == 1:
+            return
+        terms = ', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())
+        states = Path(self.opt['path']['training_states'])
+        saved = sorted((int(p.stem) for p in states.glob('*.state') if p.stem.isdigit()), reverse=True)
+        last = f'iteration {saved[0]} in {states}' if saved else 'none saved yet'
+        raise NonFiniteLossError(f'non-finite loss at iteration {current_iter} ({terms}); stopped before updating '
+                                 f'the weights. Last good checkpoint: {last} (continue with --auto_resume after '
+                                 'lowering the learning rate)')
 
     @master_only
     def save_network(self, net, net_label, current_iter, param_key='params'):
