@@ -74,7 +74,8 @@ def reds_plan(root, merge_val=False, reds4_test=False, generate_bicubic=False, s
     root = Path(root)
     splits = {}
     for prefix in ('train', 'val'):
-        present = {k: root / f.format(p=prefix) for k, f in REDS_FOLDERS.items() if (root / f.format(p=prefix)).is_dir()}
+        present = {k: root / f.format(p=prefix) for k, f in REDS_FOLDERS.items()}
+        present = {k: folder for k, folder in present.items() if folder.is_dir()}
         if not present:
             continue
         if scale != 4 and any(k in present for k in LR_KINDS):
@@ -99,7 +100,8 @@ def reds_plan(root, merge_val=False, reds4_test=False, generate_bicubic=False, s
         train = splits.get('train', {})
         missing = [c for c in REDS4 if not all(c in clips for clips in train.values())]
         if missing:
-            raise DatasetError(f'{root}: --reds4-test needs clips {", ".join(REDS4)} in train; missing {", ".join(missing)}')
+            raise DatasetError(f'{root}: --reds4-test needs clips {", ".join(REDS4)} in train; '
+                               f'missing {", ".join(missing)}')
         splits['test'] = {kind: {c: clips.pop(c) for c in REDS4} for kind, clips in train.items()}
     return splits
 

@@ -37,7 +37,8 @@ def verify(out, scale=4):
             if seen is None:
                 continue
             counts[split][kind] = len(seen)
-            for what, keys in (('frames missing', expected_keys - seen), ('frames not in meta_info', seen - expected_keys)):
+            for what, keys in (('frames missing', expected_keys - seen),
+                               ('frames not in meta_info', seen - expected_keys)):
                 if keys:
                     problems.append(f'{lmdb_dir}: {len(keys)} {what}, e.g. {sorted(keys)[0]}')
         for lr_kind, hr_kind in LR_OF.items():
