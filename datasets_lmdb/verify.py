@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from hoffr_arch.data.frame_io import DatasetError, decode_frame, stored_format
 from hoffr_arch.data.lmdb_integrity import checksum, read_checksums, truncation
-from hoffr_arch.data.meta_info import read_clips, read_frames_meta
+from hoffr_arch.data.meta_info import EXPOSURES, read_clips, read_exposures, read_frames_meta
 
 from .layout import LR_OF
 
@@ -41,6 +41,7 @@ def verify(out, scale=4):
                                ('frames not in meta_info', seen - expected_keys)):
                 if keys:
                     problems.append(f'{lmdb_dir}: {len(keys)} {what}, e.g. {sorted(keys)[0]}')
+        verify_exposures(split_dir / EXPOSURES, expected_keys, problems)
         for lr_kind, hr_kind in LR_OF.items():
             for clip, (h, w, _) in shapes.get(lr_kind, {}).items():
                 hr = shapes.get(hr_kind, {}).get(clip)
@@ -88,3 +89,19 @@ def verify_lmdb(lmdb_dir, split, kind, problems, formats, shapes):
     if set(meta) != seen:
         problems.append(f'{lmdb_dir}/meta_info.txt lists {len(meta)} keys, the LMDB holds {len(seen)}')
     return seen
+
+
+def verify_exposures(path, expected_keys, problems):
+    """A split's ``exposures.txt``, when there is one, must be readable and list exactly the frames
+    of its meta_info.txt (``expected_keys``, '<clip>/<frame:08d>'); appends to ``problems``."""
+    if not path.is_file():
+        return
+    try:
+        listed = set(read_exposures(path))
+    except DatasetError as err:
+        problems.append(str(err))
+        return
+    for what, keys in (('frames without an exposure', expected_keys - listed),
+                       ('exposures of frames not in meta_info', listed - expected_keys)):
+        if keys:
+            problems.append(f'{path}: {len(keys)} {what}, e.g. {sorted(keys)[0]}')

@@ -46,7 +46,7 @@ def _synth(out, mode, overwrite=False):
     return read_exposures(out / 'exposures.txt')
 
 
-def test_recorded_exposures_are_the_ones_used_and_reds_carries_them(tmp_path):
+def test_recorded_exposures_are_the_ones_used_and_reds_carries_them(tmp_path, capsys):
     out = tmp_path / 'synth'
     recorded = _synth(out, 'frame')
     clips = {'000': 'train', '001': 'train', '002': 'val'}
@@ -66,6 +66,12 @@ def test_recorded_exposures_are_the_ones_used_and_reds_carries_them(tmp_path):
     packed = read_exposures(lmdb / 'train' / 'exposures.txt')
     assert packed == {k.replace('val/002/', '242/').replace('train/', ''): v for k, v in recorded.items()}
     assert cli(['verify', str(lmdb)]) == 0
+    side = lmdb / 'train' / 'exposures.txt'
+    side.write_text(''.join(side.read_text().splitlines(keepends=True)[:-1]))
+    capsys.readouterr()
+    assert cli(['verify', str(lmdb)]) == 1  # verify checks the side file against meta_info.txt
+    assert f'problem: {side}: 1 frames without an exposure, e.g. 242/00000002' in capsys.readouterr().err
+    side.unlink()
 
     ramp = _synth(out, 'ramp', overwrite=True)  # our exposures.txt does not stop --overwrite
     for clip, split in clips.items():
