@@ -9,6 +9,7 @@
    HOFFR, ground truth) to ``demo_output/``.
 """
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import hoffr_arch
 from basicsr.archs import build_network
 from datasets_lmdb import pack, reds_plan, synth, verify
 from hoffr_arch import evaluation
+from hoffr_arch import report as html_report
 from hoffr_arch._entry import project_root
 from hoffr_arch.checkpoint import load_weights
 from hoffr_arch.options import load_yaml
@@ -48,12 +50,14 @@ def build_data(data_root, force=False):
     return lmdb_root
 
 
-def evaluate(opt, weights, lmdb_root, device):
-    """Scores of the trained network on the held-out clips (``hoffr_arch.evaluation.evaluate``)."""
+def evaluate(opt, weights, lmdb_root, device, pictures=False):
+    """Scores of the trained network on the held-out clips (``hoffr_arch.evaluation.evaluate``);
+    ``pictures``: with tOF and what ``hoffr_arch.report`` shows."""
     opt_net = dict(opt['network_g'], pof_path=None)  # the checkpoint holds the trained POF
     net = load_weights(build_network(opt_net), weights, what='HOFFR').to(device).eval()
     dataset = evaluation.test_dataset(lmdb_root / 'test', 'demo_test')
-    return evaluation.evaluate(evaluation.streamed(torch_step(net)), dataset, opt['scale'], device, net=net)
+    return evaluation.evaluate(evaluation.streamed(torch_step(net)), dataset, opt['scale'], device, net=net,
+                               tof=pictures, pictures=pictures)
 
 
 def report(result, out_dir, wall):
@@ -89,7 +93,14 @@ def main(argv=None):
     parser.add_argument('--opt', default=None, help='training options (default: options/demo/train_demo.yml)')
     parser.add_argument('--iters', type=int, default=None, help='override train.total_iter')
     parser.add_argument('--rebuild-data', action='store_true', help='synthesise the demo data again')
+    parser.add_argument('--report', metavar='DIR', help='also write an offline HTML report there (hoffr_arch.report)')
     args = parser.parse_args(argv)
+    if args.report:
+        try:
+            html_report.check_dir(args.report)
+        except html_report.ReportError as err:
+            print(f'error: {err}', file=sys.stderr)
+            raise SystemExit(2) from None
 
     root = project_root()
     opt_path = Path(args.opt or root / 'options' / 'demo' / 'train_demo.yml').resolve()
@@ -105,8 +116,12 @@ def main(argv=None):
     opt = load_yaml(opt_path)
     weights = root / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    result = evaluate(opt, weights, lmdb_root, device)
+    result = evaluate(opt, weights, lmdb_root, device, pictures=bool(args.report))
     report(result, root / 'demo_output', f'{time.time() - start:.0f} s on {device}')
+    if args.report:
+        facts = [('data', f'{lmdb_root / "test"} (the held-out clips)'), ('weights', weights), ('device', device),
+                 ('torch', torch.__version__)]
+        print(f'report: {html_report.write_report(args.report, [("HOFFR (this demo)", result)], "HOFFR demo", facts)}')
     return result
 
 

@@ -313,8 +313,9 @@ def main(argv=None):
                 if truncated:
                     warnings.append(f'warning: {truncated}; --allow-partial kept its {n} frames in {out}')
         if args.report and step is not None:
+            described = path.describe().removeprefix('compute path: ') if path else 'onnxruntime fp32 on cpu'
             facts = [('input', args.input), ('model', args.model or STARTER), ('tiles', args.tile or 'whole frames'),
-                     ('compute path', path.describe() if path else 'onnxruntime fp32 on cpu')]
+                     ('compute path', described)]
             warnings.append(f'report: {write_infer_report(args.report, step, [i.name for i, _ in todo], facts)}')
     except (InferError, DatasetError, ReportError) as err:
         print(f'error: {err}', file=sys.stderr)

@@ -41,15 +41,16 @@ th:first-child,td:first-child{text-align:left}caption{text-align:left;font-weigh
 .strip{display:flex;flex-wrap:wrap;gap:.5rem}.strip figure{margin:0}figure{margin:.5rem 0 1rem}
 .strip img,.slider img{width:256px;height:auto;image-rendering:pixelated;display:block}
 figcaption{font-size:.85rem;color:#444}.slider{position:relative;display:inline-block}
-.slider img+img{position:absolute;left:0;top:0}.controls{margin:.2rem 0}
+.slider img+img{position:absolute;left:0;top:0}.controls{margin:.2rem 0;font-size:.85rem}.controls input{width:9rem}
 dl{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem}dd{margin:0}dt{font-weight:600}"""
 
-# the enhancement: a before/after slider over each crop strip (bicubic left of the line, a chosen image right)
+# the enhancement: a before/after slider first in each crop strip (bicubic left of the split, a chosen image right)
 SCRIPT = """document.querySelectorAll('[data-compare]').forEach(function (fig) {
-  var imgs = fig.querySelectorAll('.strip img');
+  var strip = fig.querySelector('.strip'), imgs = strip.querySelectorAll('img');
   if (imgs.length < 2) return;
   var box = document.createElement('div'), before = imgs[0].cloneNode(), after = imgs[1].cloneNode();
   var pick = document.createElement('select'), range = document.createElement('input'), p = document.createElement('p');
+  var cell = document.createElement('figure');
   box.className = 'slider'; p.className = 'controls';
   range.type = 'range'; range.min = 0; range.max = 100; range.value = 50;
   range.setAttribute('aria-label', 'split: left of it ' + imgs[0].dataset.label + ', right of it the chosen image');
@@ -61,8 +62,9 @@ SCRIPT = """document.querySelectorAll('[data-compare]').forEach(function (fig) {
     after.style.clipPath = 'inset(0 0 0 ' + range.value + '%)';
   }
   range.addEventListener('input', show); pick.addEventListener('change', show); show();
-  p.append('before/after: ' + imgs[0].dataset.label + ' | ', pick, ' ', range);
-  box.append(before, after); fig.insertBefore(p, fig.firstChild); fig.insertBefore(box, p.nextSibling);
+  before.alt = imgs[0].alt + ' (left of the split)';
+  p.append(imgs[0].dataset.label + ' ', range, ' ', pick);
+  box.append(before, after); cell.append(box, p); strip.insertBefore(cell, strip.firstChild);
 });"""
 
 

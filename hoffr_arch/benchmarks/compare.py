@@ -121,10 +121,11 @@ def flops_per_frame(name, net, lq):
     return counter.get_total_flops() / clip.shape[1]
 
 
-def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=None, dtype='auto'):
+def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=None, dtype='auto', report=False):
     """Runs in its own process: metrics, cost and peak memory of one model on the test set, scored
     by the one evaluation loop (``hoffr_arch.evaluation.evaluate``, each clip run whole). HOFFR runs
-    on the compute path ``dtype`` picks (``hoffr_arch.precision.choose``), the others in fp32."""
+    on the compute path ``dtype`` picks (``hoffr_arch.precision.choose``), the others in fp32.
+    ``report``: the row also holds that loop's whole result ('result', with pictures and the POF's flow)."""
     import hoffr_arch  # noqa: F401  (compat in this process too)
     from hoffr_arch import evaluation
     from hoffr_arch.precision import choose
@@ -153,13 +154,15 @@ def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=Non
             out = restore(name, net, lq[None])
         yield from out
 
-    result = evaluation.evaluate(run_clip, dataset, device=device, tof=True)
+    pof = net.pof if report and name.startswith('HOFFR') else None
+    result = evaluation.evaluate(run_clip, dataset, device=device, tof=True, pictures=report, pof=pof)
     peak = (torch.cuda.max_memory_allocated(device) if device.type == 'cuda'
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {'model': name, 'params_M': params / 1e6, 'gflops_per_frame': flops / 1e9,
             'sec_per_frame': result['seconds'] / max(result['frames'], 1), 'peak_mem_MiB': peak / 2**20,
             'frames': result['frames'], 'psnr': result['model'][0], 'ssim': result['model'][1],
-            'psnr_fma': result['fma'][0], 'ssim_fma': result['fma'][1], 'tof': result['tof']}
+            'psnr_fma': result['fma'][0], 'ssim_fma': result['fma'][1], 'tof': result['tof'],
+            **({'result': result} if report else {})}
 
 
 def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame, out, constant_lr=False):
@@ -347,7 +350,15 @@ def main(argv=None):
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--dtype', choices=DTYPE_CHOICES, default='auto', help='HOFFR\'s compute path, as infer --dtype')
     parser.add_argument('--out', default='benchmark_results')
+    parser.add_argument('--report', metavar='DIR', help='also write an offline HTML report there (hoffr_arch.report)')
     args = parser.parse_args(argv)
+    if args.report:
+        from hoffr_arch.report import ReportError, check_dir
+        try:
+            check_dir(args.report)
+        except ReportError as err:
+            print(f'error: {err}', file=sys.stderr)
+            raise SystemExit(2) from None
     try:
         hoffr_path = choose(args.dtype, args.device)
     except ValueError as err:
@@ -405,12 +416,22 @@ def main(argv=None):
         print(f'evaluating {name} ...', flush=True)
         with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
             rows.append(pool.submit(evaluate, name, data_opt, args.device, networks.get(name), ckpts.get(name),
-                                    args.max_frames, args.dtype).result())
+                                    args.max_frames, args.dtype, bool(args.report)).result())
     flow = f'SpyNet: {Path(spynet).name}' if spynet else 'SpyNet: random'
     title = (f'VSRDB x4 on {args.data or args.lq} ({budget}; {flow}; {args.device}, HOFFR {hoffr_path.name}, '
              f'torch {torch.__version__})')
     print(write_outputs(rows, out, title))
     print(f'written: {out}/benchmark.md, benchmark.csv, benchmark.png')
+    if args.report:
+        from hoffr_arch.report import write_report
+        extra = {r['model']: {'params (M)': f"{r['params_M']:.2f}", 'GFLOPs/frame': f"{r['gflops_per_frame']:.1f}",
+                              'peak mem (MiB)': f"{r['peak_mem_MiB']:.0f}"} for r in rows}
+        facts = [('data', args.data or args.lq), ('budget', budget), ('flow network of the SpyNet models', flow),
+                 ('device', f'{args.device}, HOFFR {hoffr_path.name}, others fp32'), ('torch', torch.__version__)]
+        models = [(r['model'], r.pop('result')) for r in rows]
+        where = write_report(args.report, models, f"VSR comparison: {args.data or args.lq}", facts, extra,
+                             'no HOFFR model in this comparison')
+        print(f'report: {where}')
     if curves is not None:
         print('learning curves:', flush=True)
         learning_curves(curves, networks, data_opt, args.device, out, args.max_frames, title, args.dtype)
