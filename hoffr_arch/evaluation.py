@@ -46,7 +46,7 @@ def streamed(step, recur=True):
     return run_clip
 
 
-def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False, pictures=False, pof=None):
+def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False, pictures=False, pof=None, exposures=None):
     """Scores on ``dataset`` (``VSRDBTestDataset``; ``lq_sharp`` needed for the warping error).
 
     Returns a dict: 'model' and 'bicubic' (mean PSNR, SSIM over all frames), 'fma' (PSNR, SSIM by
@@ -56,7 +56,8 @@ def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False, pict
     ``run_clip`` alone, synchronised on CUDA), 'frame_gains' [(clip, [dB over bicubic of each frame])];
     with ``pictures`` (for ``hoffr_arch.report``), 'pictures': per clip its middle frame (clip, index,
     frames, bicubic, output, gt), the LR pair ending there ('lq') and the LR flow of ``pof`` (default
-    ``net.pof``; None without) on that pair ('flow').
+    ``net.pof``; None without) on that pair ('flow'), 'by_clip' and 'by_exposure' (``group_scores`` with
+    ``exposures``, {'<clip>/<frame:08d>': exposure}, by default ``dataset_exposures``).
     """
     device = torch.device(device)
     scores = {'bicubic': [], 'model': [], 'fma': []}
@@ -64,6 +65,7 @@ def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False, pict
     frame_gains, kept = [], []
     if pof is None and getattr(net, 'use_flow', False):
         pof = net.pof
+    keys = []  # (clip, frame index) of each scored frame
     for index in range(len(dataset)):
         clip = dataset[index]
         lq = clip['lq'].to(device)
@@ -81,6 +83,7 @@ def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False, pict
                 bicubic = tensor2img(imresize(clip['lq'][i], scale).clamp(0, 1))
                 scores['model'].append((calculate_psnr(out, gt, 0), calculate_ssim(out, gt, 0)))
                 scores['bicubic'].append((calculate_psnr(bicubic, gt, 0), calculate_ssim(bicubic, gt, 0)))
+                keys.append((clip.get('folder', str(index)), i))
                 if 0 < i < lq.shape[0] - 1:
                     scores['fma'].append((calculate_psnr(out, gt, 4), calculate_ssim(out, gt, 4)))
                 gains.append(scores['model'][-1][0] - scores['bicubic'][-1][0])
@@ -115,7 +118,75 @@ def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False, pict
                   frame_gains=frame_gains)
     if pictures:
         result['pictures'] = kept
+    result.update(group_scores(scores, keys, dataset_exposures(dataset) if exposures is None else exposures))
     return result
+
+
+def dataset_exposures(dataset):
+    """{'<clip>/<frame:08d>': exposure} from the ``exposures.txt`` beside the dataset's GT (a packed
+    split's, or a synth root's for its ``train_*``/``val_*`` folders), else {}; a malformed file is
+    one warning line on stderr (the scores are then not grouped by exposure)."""
+    from pathlib import Path
+    from hoffr_arch.data.frame_io import DatasetError
+    from hoffr_arch.data.meta_info import EXPOSURES, read_exposures
+    gt = Path(str(getattr(dataset, 'opt', {}).get('dataroot_gt', '')))
+    if not gt.name or not (gt.parent / EXPOSURES).is_file():
+        return {}
+    try:
+        recorded = read_exposures(gt.parent / EXPOSURES)
+    except DatasetError as err:
+        print(f'warning: {err}; scores not grouped by exposure', file=sys.stderr)
+        return {}
+    prefix = gt.name.split('_')[0] + '/'  # train_sharp -> the synth root's train/ keys
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in recorded.items()}
+
+
+def group_scores(scores, keys, exposures):
+    """Means of the per-frame (PSNR, SSIM) lists ``scores['model']`` and ``scores['bicubic']`` (aligned
+    with ``keys``, [(clip, frame index)]) per clip and per exposure bin (``exposure_bin``: short < 0.75,
+    medium 0.75-1.5, long > 1.5 frame intervals) of the frames ``exposures`` lists. Returns
+    {'by_clip': {clip: group}, 'by_exposure': {bin: group}} ({} without exposures), a group being
+    {'frames': n, 'model': (psnr, ssim), 'bicubic': (psnr, ssim), 'exposure': (min, max) or None}."""
+    from hoffr_arch.data.meta_info import EXPOSURE_BINS, exposure_bin
+    found = {'by_clip': {}, 'by_exposure': {name: None for name in EXPOSURE_BINS}}
+    for j, (clip, i) in enumerate(keys):
+        exposure = exposures.get(f'{clip}/{i:08d}')
+        groups = [('by_clip', clip)] + ([('by_exposure', exposure_bin(exposure))] if exposure is not None else [])
+        for what, name in groups:
+            group = found[what][name] = found[what].get(name) or {'model': [], 'bicubic': [], 'exposure': []}
+            for k in ('model', 'bicubic'):
+                group[k].append(scores[k][j])
+            group['exposure'] += [exposure] if exposure is not None else []
+    return {what: {name: {'frames': len(g['model']), 'model': tuple(map(float, np.mean(g['model'], axis=0))),
+                          'bicubic': tuple(map(float, np.mean(g['bicubic'], axis=0))),
+                          'exposure': (min(g['exposure']), max(g['exposure'])) if g['exposure'] else None}
+                   for name, g in groups.items() if g}
+            for what, groups in found.items()}
+
+
+BIN_LABELS = {'short': 'short (< 0.75)', 'medium': 'medium (0.75-1.5)', 'long': 'long (> 1.5)'}
+
+
+def group_table(groups, what, model='HOFFR'):
+    """Markdown lines of ``group_scores``' groups: one row each (PSNR / SSIM of the model and of
+    bicubic, the gain); ``what`` names the first column ('clip' or 'exposure')."""
+    lines = [f'| {what} | frames | {model} dB / SSIM | bicubic dB / SSIM | gain (dB) |', '|---|---|---|---|---|']
+    for name, g in groups.items():
+        (p, s), (bp, bs) = g['model'], g['bicubic']
+        label = BIN_LABELS.get(name, name) if what == 'exposure' else name
+        lines.append(f'| {label} | {g["frames"]} | {p:.2f} / {s:.4f} | {bp:.2f} / {bs:.4f} | {p - bp:+.2f} |')
+    return lines
+
+
+def exposure_table(rows):
+    """Markdown lines: one row per (name, ``by_exposure``) of ``rows``, PSNR / SSIM in each exposure
+    bin any of them has (how ``benchmarks.compare`` sets models side by side)."""
+    bins = [b for b in BIN_LABELS if any(b in groups for _, groups in rows)]
+    lines = ['| model | ' + ' | '.join(BIN_LABELS[b] for b in bins) + ' |', '|---|' + '---|' * len(bins)]
+    for name, groups in rows:
+        cells = [f'{groups[b]["model"][0]:.2f} / {groups[b]["model"][1]:.4f}' if b in groups else '-' for b in bins]
+        lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def test_dataset(root, name='heldout'):
@@ -177,6 +248,10 @@ def main(argv=None):
     for clip, first, later in result['per_clip']:
         print(f'  {clip}: first frame {first:+.2f} dB, later frames {later:+.2f} dB over bicubic')
     print('\n'.join(report(result)))
+    print('\n'.join(group_table(result['by_clip'], 'clip')))
+    if result['by_exposure']:
+        print('by exposure (frame intervals, as synth --exposure):')
+        print('\n'.join(group_table(result['by_exposure'], 'exposure')))
     if args.no_recurrence:
         alone = evaluate(streamed(torch_step(net, path), recur=False), dataset, net.scale, args.device)
         print(f'every frame as a first frame (nothing carried): {alone["model"][0]:.3f} dB, later frames '
