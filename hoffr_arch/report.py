@@ -38,10 +38,10 @@ KEEP = 8  # infer: the frame (or a shorter clip's last) whose pair the report sh
 CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:80rem;margin:1rem auto;padding:0 1rem;color:#1a1a1a}
 table{border-collapse:collapse;margin:.5rem 0}th,td{padding:.2rem .6rem;border-bottom:1px solid #ccc;text-align:right}
 th:first-child,td:first-child{text-align:left}caption{text-align:left;font-weight:600}
-.strip{display:flex;flex-wrap:wrap;gap:.5rem}.strip figure{margin:0}figure{margin:.5rem 0 1rem}
-.strip img,.slider img{width:256px;height:auto;image-rendering:pixelated;display:block}
+.strip{display:flex;flex-wrap:wrap;gap:.5rem}.strip figure{margin:0;max-width:256px}figure{margin:.5rem 0 1rem}
+.strip img,.slider img{width:256px;height:auto;image-rendering:pixelated;display:block}.strip img.key{width:128px}
 figcaption{font-size:.85rem;color:#444}.slider{position:relative;display:inline-block}
-.slider img+img{position:absolute;left:0;top:0}.controls{margin:.2rem 0;font-size:.85rem}.controls input{width:9rem}
+.slider img+img{position:absolute;left:0;top:0}.controls{margin:.2rem 0;font-size:.85rem}.controls input{width:7rem}
 dl{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem}dd{margin:0}dt{font-weight:600}"""
 
 # the enhancement: a before/after slider first in each crop strip (bicubic left of the split, a chosen image right)
@@ -215,7 +215,8 @@ def flow_html(folder, stem, lq, flow, where, no_flow):
         out.append(f'<figure><img src="{esc(name)}" width="{img.shape[1]}" height="{img.shape[0]}" '
                    f'alt="{esc(label)}, {esc(where)}"><figcaption>{esc(label)}</figcaption></figure>')
     note = '' if flow is not None else f'<p>No POF flow: {esc(no_flow)}.</p>'
-    return (f'{note}<figure><div class="strip">{"".join(out)}<figure><img src="flow-wheel.png" width="96" height="96" '
+    return (f'{note}<figure><div class="strip">{"".join(out)}<figure><img class="key" src="flow-wheel.png" '
+            'width="96" height="96" '
             f'alt="colour key: hue is the direction, saturation the length"><figcaption>key (max {top:.2f} LR px)'
             f'</figcaption></figure></div><figcaption>Flow from {esc(where)} back to the frame before it (backward '
             'warping), one colour scale for both.</figcaption></figure>')
