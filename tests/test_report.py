@@ -214,3 +214,23 @@ def test_report_folder_is_ours_or_refused(tmp_path, checkpoint, capsys):
     assert not (ours / 'clip7-crop1-0.png').exists() and (ours / 'index.html').is_file()
     assert not [p for p in ours.iterdir() if p.name.endswith('.tmp')]
     assert 'No POF flow' not in (ours / 'index.html').read_text()
+
+
+def test_recorder_without_a_flow_output_says_so(tmp_path):
+    """``infer --backend onnxruntime``: the step has no flow output; the report says so and still shows
+    DIS's flow, the kept pair (frames 7 and 8 of a longer clip) and the speed."""
+    import torch
+    from basicsr.utils.matlab_functions import imresize
+    from hoffr_arch.report import Recorder, write_infer_report
+    recorder = Recorder(lambda lq, state: (imresize(lq[0], 4)[None].clamp(0, 1), (state or 0) + 1, lq))
+    frames = [torch.from_numpy(f[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+              for f in smooth_frames(12, 24, 32, 3)]
+    state = None
+    for lq in frames:
+        _, state, _ = recorder(lq, state)
+    clip = recorder.clips[0]
+    assert (clip['frames'], clip['index']) == (12, 8) and torch.equal(clip['prev'], frames[7][0])
+    index = write_infer_report(tmp_path / 'r', recorder, ['clip.mp4'], [('compute path', 'onnxruntime fp32 on cpu')])
+    text = index.read_text()
+    assert 'No POF flow: the graph backend has no flow output.' in text and 'OpenCV DIS' in text
+    assert 'median s/frame' in text and 'POF flow (mean' not in text
