@@ -9,7 +9,9 @@ applied at import time and only when the upstream failure is actually present.
 Each fix names the upstream failure it works around; ``tests/test_compat.py`` shows each failure
 without the fix. Failures that live in BasicSR's model and dataset classes are fixed in our own
 subclasses instead (see ``HOFFRModel`` and ``VSRDBRecurrentDataset`` / ``VSRDBTestDataset``):
-metric tensors created on 'cuda' and the in-place ``squeeze_`` of the validation input, DDP's ``device_ids`` on CPU, REDS' 100 frames per clip and the test dataset that refuses LMDB. BasicSR's LMDB writer is replaced by ``datasets_lmdb``.
+metric tensors created on 'cuda' and the in-place ``squeeze_`` of the validation input, DDP's ``device_ids`` on
+CPU, REDS' 100 frames per clip and the test dataset that refuses LMDB. BasicSR's LMDB writer is replaced by
+``datasets_lmdb``.
 """
 import importlib
 import os
@@ -206,7 +208,8 @@ def _init_dist(launcher, backend=None, **kwargs):
     backend = backend or ('nccl' if cuda else 'gloo')
     if launcher == 'slurm':
         proc_id, ntasks = int(os.environ['SLURM_PROCID']), int(os.environ['SLURM_NTASKS'])
-        per_node = torch.cuda.device_count() if cuda else int(os.environ.get('SLURM_NTASKS_PER_NODE', '1').split('(')[0])
+        tasks_per_node = int(os.environ.get('SLURM_NTASKS_PER_NODE', '1').split('(')[0])
+        per_node = torch.cuda.device_count() if cuda else tasks_per_node
         port = kwargs.pop('port', None)
         os.environ['MASTER_PORT'] = str(port or os.environ.get('MASTER_PORT', '29500'))
         node_list = os.environ['SLURM_NODELIST']

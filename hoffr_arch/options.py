@@ -53,7 +53,8 @@ def parse_value(text, where='--force_yml'):
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise OptionsError(f"{where}: value {text!r} is not plain YAML data ({' '.join(str(err).split()[:8])})") from None
+        reason = ' '.join(str(err).split()[:8])
+        raise OptionsError(f'{where}: value {text!r} is not plain YAML data ({reason})') from None
     if isinstance(value, str) and _FLOAT.match(value):
         return float(value)
     return value

@@ -154,7 +154,8 @@ def test_training_crops_match_source(tmp_path):
 
 def test_augmentation_applies_one_transform_to_all_frames(tmp_path):
     src = make_reds(tmp_path / 'REDS', {'a': 4}, h=64, w=64)
-    opt = {'name': 'aug', 'dataroot_gt': str(src / 'train_sharp'), 'dataroot_lq': str(src / 'train_sharp_bicubic' / 'X4'),
+    opt = {'name': 'aug', 'dataroot_gt': str(src / 'train_sharp'),
+           'dataroot_lq': str(src / 'train_sharp_bicubic' / 'X4'),
            'io_backend': {'type': 'disk'}, 'num_frame': 4, 'gt_size': 64, 'scale': 4, 'use_hflip': True,
            'use_rot': True, 'random_reverse': True}
     ds = VSRDBRecurrentDataset(opt)
@@ -183,7 +184,8 @@ def test_dvd_jpg_clips_of_different_lengths(tmp_path):
     assert (out / 'train' / 'meta_info.txt').read_text() == 'clip_b 2 (32,48,3)\nIMG_0100 5 (32,48,3)\n'
     ds = VSRDBTestDataset({'dataroot_gt': str(out / 'train' / 'sharp.lmdb'),
                            'dataroot_lq': str(out / 'train' / 'blur_bicubic.lmdb'),
-                           'dataroot_lq_sharp': str(out / 'train' / 'sharp_bicubic.lmdb'), 'io_backend': {'type': 'lmdb'}})
+                           'dataroot_lq_sharp': str(out / 'train' / 'sharp_bicubic.lmdb'),
+                           'io_backend': {'type': 'lmdb'}})
     item = ds[ds.folders.index('IMG_0100')]
     gt_src = load_dir(src / 'quantitative_datasets' / 'IMG_0100' / 'GT')
     blur_src = load_dir(src / 'quantitative_datasets' / 'IMG_0100' / 'input')
@@ -360,7 +362,8 @@ def _real_frames():
     folder = SHARED_DATA / 'basketballpass'
     if folder.is_dir():
         return read_frames(folder, max_frames=12), folder
-    return read_frames(REPO / 'hoffr_arch' / 'assets' / 'sam2_01_dog.mp4', start=90, max_frames=12, resize=(416, 240)), None
+    clip = REPO / 'hoffr_arch' / 'assets' / 'sam2_01_dog.mp4'
+    return read_frames(clip, start=90, max_frames=12, resize=(416, 240)), None
 
 
 def test_frame_folders_are_natural_sorted():

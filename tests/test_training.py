@@ -134,7 +134,8 @@ def test_test_pipeline_writes_metrics_and_images(tmp_path, lmdb_data):
     _, test = lmdb_data
     opt = {'name': 'tiny_test', 'model_type': 'HOFFRModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
            'datasets': {'test_1': {'name': 'held_out', 'type': 'VSRDBTestDataset',
-                                   'dataroot_gt': str(test / 'sharp.lmdb'), 'dataroot_lq': str(test / 'blur_bicubic.lmdb'),
+                                   'dataroot_gt': str(test / 'sharp.lmdb'),
+                                   'dataroot_lq': str(test / 'blur_bicubic.lmdb'),
                                    'io_backend': {'type': 'lmdb'}}},
            'network_g': yaml.safe_load((tmp_path / 'tiny.yml').read_text())['network_g'],
            'path': {'pretrain_network_g': str(root / 'experiments' / 'tiny' / 'models' / 'net_g_latest.pth'),
@@ -450,7 +451,8 @@ def test_a_longer_total_iter_trains_past_the_old_end(tmp_path, lmdb_data):
     cfg = yaml.safe_load(opt.read_text())
     cfg['train']['scheduler']['periods'] = [4]
     opt.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(OptionsError, match=r"'train.scheduler.periods' end at iteration 4, before 'train.total_iter' 7"):
+    short = r"'train.scheduler.periods' end at iteration 4, before 'train.total_iter' 7"
+    with pytest.raises(OptionsError, match=short):
         check_options(opt, force=['train:total_iter=7'])
 
 

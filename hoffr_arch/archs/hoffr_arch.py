@@ -99,7 +99,8 @@ class HOFFR(nn.Module):
     ``forward(lqs, return_aux=True)`` returns ``(out, aux)`` for the training losses:
         aux['deblurred']: (n, t, c, h, w) deblurred LR frames;
         aux['flows']: every POF level, e.g. {'half': (n, t-1, 2, ceil(h/2), ceil(w/2)), 'lr': (n, t-1, 2, h, w),
-                       'hr': (n, t-1, 2, s*h, s*w), 'quarter': ..., 'eighth': ...}, entry i warping frame i onto frame i+1
+                       'hr': (n, t-1, 2, s*h, s*w), 'quarter': ..., 'eighth': ...},
+                       entry i warping frame i onto frame i+1
                        (``flow_warp``), in pixels of its own scale; empty dict when t == 1.
     ``step(lq, state)`` runs one frame (see there): streaming with constant memory, same output.
     """

@@ -139,7 +139,8 @@ def measure(methods, clips, scale, max_shift):
                 zero = torch.zeros_like(prev[:, :2])
                 cols['lr'] = calculate_warp_error(prev, cur, zero)
                 half = level_frames(prev, ((prev.shape[-2] + 1) // 2, (prev.shape[-1] + 1) // 2))
-                cols['half'] = calculate_warp_error(half, level_frames(cur, half.shape[-2:]), torch.zeros_like(half[:, :2]))
+                cols['half'] = calculate_warp_error(half, level_frames(cur, half.shape[-2:]),
+                                                    torch.zeros_like(half[:, :2]))
                 cols['hr'] = calculate_warp_error(hr_prev, hr_cur, torch.zeros_like(hr_prev[:, :2]), border=4 * scale)
             else:
                 cols['lr'] = calculate_warp_error(prev, cur, flows['lr'])

@@ -71,7 +71,8 @@ def main(argv=None):
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args(argv)
     results = {}
-    print(f'LR {args.size[0]}x{args.size[1]}, x4, {args.device}; peak {"allocated" if args.device == "cuda" else "RSS"}')
+    peak = 'allocated' if args.device == 'cuda' else 'RSS'
+    print(f'LR {args.size[0]}x{args.size[1]}, x4, {args.device}; peak {peak}')
     print(f'{"model":16s} {"frames":>7s} {"peak MiB":>10s} {"seconds":>9s}')
     runs = [(m, t) for m in args.models for t in (args.tiles if m == 'HOFFR' else [0])]
     for model, tile in runs:

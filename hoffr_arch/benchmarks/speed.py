@@ -381,7 +381,8 @@ def main(argv=None):
     if args.onnx:
         net = models['HOFFR'].cpu().eval()
         stream = measure(streaming_fns(net, clip.cpu()), args.repeats, torch.device('cpu'))
-        print(f'\nstreaming HOFFR.step, {args.frames} frames at {args.height}x{args.width} (x4), CPU, seconds per frame:')
+        print(f'\nstreaming HOFFR.step, {args.frames} frames at {args.height}x{args.width} (x4), CPU, '
+              'seconds per frame:')
         for name, sec in stream.items():
             print(f'  {name:12s} {sec / args.frames:.4f}')
         print(f'  onnxruntime / torch: {stream["onnxruntime"] / stream["torch"]:.3f}')

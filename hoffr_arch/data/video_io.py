@@ -225,7 +225,9 @@ def read_frames(path, start=0, max_frames=None, resize=None, step=1):
 def partial_path(out):
     """Where ``out`` is written until complete: ``clip.mp4`` -> ``clip.partial.mp4``, ``dir`` -> ``dir.partial``."""
     out = Path(out)
-    return out.with_name(out.stem + '.partial' + out.suffix) if is_video_file(out) else out.with_name(out.name + '.partial')
+    if is_video_file(out):
+        return out.with_name(out.stem + '.partial' + out.suffix)
+    return out.with_name(out.name + '.partial')
 
 
 MARK = 'written by hoffr_arch'

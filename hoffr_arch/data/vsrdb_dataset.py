@@ -184,7 +184,8 @@ class VSRDBRecurrentDataset(data.Dataset):
             such as EDVR (BasicSR's ``EDVRModel``).
 
     Every frame of every clip is one index (longer clips are drawn more often); as in BasicSR's
-    REDS dataset, the window starts at that frame, or at a random frame where it would overrun the clip. Returns ``lq``, ``gt``, (``lq_sharp``) and ``key`` (``clip/start``).
+    REDS dataset, the window starts at that frame, or at a random frame where it would overrun the clip.
+    Returns ``lq``, ``gt``, (``lq_sharp``) and ``key`` (``clip/start``).
     """
     # the YAML keys it reads (the option checker takes them from here)
     OPTIONS = ('dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file', 'num_frame', 'gt_size',

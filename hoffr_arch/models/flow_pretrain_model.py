@@ -58,7 +58,8 @@ def pan_pairs(prev, cur, prev_hr, cur_hr, prob, max_shift, scale):
             cur[i] = flow_warp(prev[i:i + 1], flow.expand(1, 2, *prev.shape[-2:]))[0]
             continue
         flow = torch.tensor(d, dtype=prev_hr.dtype, device=prev_hr.device).view(1, 2, 1, 1)
-        cur_hr[i] = flow_warp(prev_hr[i:i + 1], flow.expand(1, 2, *prev_hr.shape[-2:]))[0]  # whole pixels: a copy, to rounding
+        # whole pixels: a copy, to rounding
+        cur_hr[i] = flow_warp(prev_hr[i:i + 1], flow.expand(1, 2, *prev_hr.shape[-2:]))[0]
         cur[i] = imresize(cur_hr[i].float().cpu().clamp(0, 1), 1 / scale).to(cur.device, cur.dtype)
     return prev, cur, prev_hr, cur_hr
 
