@@ -71,8 +71,9 @@ def report(result, out_dir, wall):
     lines = ['| method (held-out clips, RGB, all frames) | PSNR (dB) | SSIM |', '|---|---|---|']
     lines += [f'| {"bicubic x4 of the blurry input" if k == "bicubic" else "HOFFR (this demo)"} | {p:.2f} | {s:.4f} |'
               for k, (p, s) in scores.items()]
+    recurrence = result['gain_later'] - result['gain_first']
     lines.append(f'\nHOFFR - bicubic: {gain:+.2f} dB; first frames {result["gain_first"]:+.2f} dB, later frames '
-                 f'{result["gain_later"]:+.2f} dB (the recurrence adds {result["gain_later"] - result["gain_first"]:+.2f} dB); '
+                 f'{result["gain_later"]:+.2f} dB (the recurrence adds {recurrence:+.2f} dB); '
                  f'POF warping error on sharp LR {result["warp_pof"]:.2f} vs {result["warp_zero"]:.2f} without flow '
                  f'({result["warp_pof"] / result["warp_zero"]:.2f}x). Total wall time {wall}.')
     table = '\n'.join(lines)
@@ -84,7 +85,8 @@ def report(result, out_dir, wall):
         labelled.append(img)
     cv2.imwrite(str(out_dir / 'side_by_side.png'), np.hstack(labelled))
     print('\n' + table)
-    print(f'written: {out_dir / "results.md"}, {out_dir / "side_by_side.png"} ({result["picture"][2].shape[0]}p frames)')
+    height = result['picture'][2].shape[0]
+    print(f'written: {out_dir / "results.md"}, {out_dir / "side_by_side.png"} ({height}p frames)')
     return table
 
 

@@ -51,7 +51,8 @@ def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False, pict
 
     Returns a dict: 'model' and 'bicubic' (mean PSNR, SSIM over all frames), 'fma' (PSNR, SSIM by
     FMA-Net's protocol), 'tof' (NaN unless ``tof``: it costs two optical flows a frame),
-    'gain_first' and 'gain_later' (dB over bicubic, averaged over clips), 'per_clip' [(clip, first, later)], 'warp_pof' and 'warp_zero' (NaN without ``net``),
+    'gain_first' and 'gain_later' (dB over bicubic, averaged over clips), 'per_clip' [(clip, first, later)],
+    'warp_pof' and 'warp_zero' (NaN without ``net``),
     'picture' (bicubic, output, GT of one frame), 'frames' and 'seconds' (the time spent in
     ``run_clip`` alone, synchronised on CUDA), 'frame_gains' [(clip, [dB over bicubic of each frame])];
     with ``pictures`` (for ``hoffr_arch.report``), 'pictures': per clip its middle frame (clip, index,
@@ -208,7 +209,8 @@ def report(result):
              f'first frames {result["gain_first"]:+.2f} dB, later frames {result["gain_later"]:+.2f} dB over bicubic '
              f'(the recurrence adds {result["gain_later"] - result["gain_first"]:+.2f} dB)']
     if not np.isnan(result['warp_pof']):
-        lines.append(f'POF warping error on sharp LR {result["warp_pof"]:.2f} vs {result["warp_zero"]:.2f} without flow '
+        lines.append(f'POF warping error on sharp LR {result["warp_pof"]:.2f} vs {result["warp_zero"]:.2f} '
+                     'without flow '
                      f'({result["warp_pof"] / result["warp_zero"]:.2f}x)')
     return lines
 

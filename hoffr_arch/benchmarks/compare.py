@@ -104,7 +104,8 @@ def restore(name, net, lq, scale=4):
     x = _pad(lq, 16 if name == 'EDVR' else 4)
     if name == 'EDVR':
         t = x.shape[1]
-        out = torch.stack([net(x[:, generate_frame_indices(i, t, 5, padding='reflection_circle')])[0] for i in range(t)])
+        windows = [generate_frame_indices(i, t, 5, padding='reflection_circle') for i in range(t)]
+        out = torch.stack([net(x[:, window])[0] for window in windows])
     else:
         out = net(x)[0]
     return out[..., :scale * h, :scale * w].float().clamp(0, 1)
@@ -188,7 +189,8 @@ def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame,
     elif name == 'HOFFR':
         model = 'HOFFRModel'
         dataset['dataroot_lq_sharp'] = str(train_root / 'sharp_bicubic.lmdb')
-        train.update(sr_opt={'type': 'SRLoss', 'criterion': 'charbonnier'}, db_opt={'type': 'DBLoss', 'criterion': 'charbonnier'},
+        train.update(sr_opt={'type': 'SRLoss', 'criterion': 'charbonnier'},
+                     db_opt={'type': 'DBLoss', 'criterion': 'charbonnier'},
                      flow_opt={'type': 'FlowWarpLoss', 'loss_weight': 0.1, 'criterion': 'charbonnier',
                                'level_weights': {'half': 0.1, 'lr': 0.2, 'hr': 1.0}})
     else:
@@ -298,7 +300,8 @@ def write_outputs(rows, out, title):
             'peak mem (MiB) |')
     lines = [title, '', head, '|' + '---|' * 10]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['psnr_fma']:.2f} | {r['ssim_fma']:.4f} | "
+        lines.append(f"| {r['model']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['psnr_fma']:.2f} | "
+                     f"{r['ssim_fma']:.4f} | "
                      f"{r['tof']:.3f} | {r['params_M']:.2f} | {r['gflops_per_frame']:.1f} | {r['sec_per_frame']:.3f} | "
                      f"{r['peak_mem_MiB']:.0f} |")
     (out / 'benchmark.md').write_text('\n'.join(lines) + '\n')
@@ -348,7 +351,8 @@ def main(argv=None):
     parser.add_argument('--num-frame', type=int, default=5)
     parser.add_argument('--max-frames', type=int, default=None, help='frames per test clip')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--dtype', choices=DTYPE_CHOICES, default='auto', help='HOFFR\'s compute path, as infer --dtype')
+    parser.add_argument('--dtype', choices=DTYPE_CHOICES, default='auto',
+                        help="HOFFR's compute path, as infer --dtype")
     parser.add_argument('--out', default='benchmark_results')
     parser.add_argument('--report', metavar='DIR', help='also write an offline HTML report there (hoffr_arch.report)')
     args = parser.parse_args(argv)
@@ -366,7 +370,8 @@ def main(argv=None):
 
     if args.data:
         data = Path(args.data)
-        data_opt = {'name': 'bench', 'dataroot_gt': str(data / 'sharp.lmdb'), 'dataroot_lq': str(data / 'blur_bicubic.lmdb'),
+        data_opt = {'name': 'bench', 'dataroot_gt': str(data / 'sharp.lmdb'),
+                    'dataroot_lq': str(data / 'blur_bicubic.lmdb'),
                     'io_backend': {'type': 'lmdb'}}
     elif args.gt and args.lq:
         data_opt = {'name': 'bench', 'dataroot_gt': args.gt, 'dataroot_lq': args.lq, 'io_backend': {'type': 'disk'}}
