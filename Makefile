@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test clean-venv
+.PHONY: install demo test lint clean-venv
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+lint: install  # ruff.toml: pyflakes and pycodestyle at 120 columns, as BasicSR's flake8
+	$(PY) -m ruff check .
 
 clean-venv:
 	rm -rf $(VENV)

@@ -29,5 +29,5 @@ setup(
         'tqdm',
         'matplotlib',
     ],
-    extras_require={'onnx': ['onnx', 'onnxruntime'], 'test': ['pytest', 'onnx', 'onnxruntime']},
+    extras_require={'onnx': ['onnx', 'onnxruntime'], 'test': ['pytest', 'onnx', 'onnxruntime', 'ruff']},
 )
