@@ -163,7 +163,7 @@ def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=Non
             'sec_per_frame': result['seconds'] / max(result['frames'], 1), 'peak_mem_MiB': peak / 2**20,
             'frames': result['frames'], 'psnr': result['model'][0], 'ssim': result['model'][1],
             'psnr_fma': result['fma'][0], 'ssim_fma': result['fma'][1], 'tof': result['tof'],
-            **({'result': result} if report else {})}
+            'by_exposure': result['by_exposure'], **({'result': result} if report else {})}
 
 
 def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame, out, constant_lr=False):
@@ -304,6 +304,10 @@ def write_outputs(rows, out, title):
                      f"{r['ssim_fma']:.4f} | "
                      f"{r['tof']:.3f} | {r['params_M']:.2f} | {r['gflops_per_frame']:.1f} | {r['sec_per_frame']:.3f} | "
                      f"{r['peak_mem_MiB']:.0f} |")
+    if any(r['by_exposure'] for r in rows):  # the data records each frame's exposure: PSNR / SSIM per bin
+        from hoffr_arch.evaluation import exposure_table
+        lines += ['', 'Per exposure (frame intervals):', ''] + exposure_table([(r['model'], r['by_exposure'])
+                                                                               for r in rows])
     (out / 'benchmark.md').write_text('\n'.join(lines) + '\n')
     import matplotlib
     matplotlib.use('Agg')
