@@ -182,25 +182,32 @@ def write_lmdb(path, clips, expected, encoding='bmp', png_level=1, workers=None,
             raise
         finally:
             bar.close()
-        lines, sums = [], []
-        with env.begin() as txn:
-            for f in frames:
-                if f.key not in shapes:
-                    value = txn.get(f.key.encode('ascii'))
-                    shapes[f.key] = (frame_shape(value), stored_format(value), checksum(value))
-                (h, w, c), ext, crc = shapes[f.key]
-                lines.append(frame_line(f.key, ext, (h, w, c), png_level if encoding == 'png' else 0))
-                sums.append(f'{f.key} {crc}\n')
-            if txn.stat()['entries'] != len(frames):
-                raise DatasetError(f'{partial} holds {txn.stat()["entries"]} frames, the input has {len(frames)}; '
-                                   'the input changed since the interrupted run: pass --overwrite')
+        lines, sums = _index(env, partial, frames, shapes, png_level if encoding == 'png' else 0)
         env.sync(True)
     finally:
         env.close()
-    _write_atomic(partial / 'meta_info.txt', ''.join(lines))
-    _write_atomic(partial / CHECKSUMS, ''.join(sums))
+    _write_atomic(partial / 'meta_info.txt', lines)
+    _write_atomic(partial / CHECKSUMS, sums)
     os.replace(partial, path)
     return len(frames)
+
+
+def _index(env, partial, frames, shapes, compression):
+    """The LMDB's meta_info lines and checksums.txt lines, in frame order. ``shapes``: {key: ((h, w, c),
+    format, crc)} of the frames written now; those of a resumed run's frames are read back here."""
+    lines, sums = [], []
+    with env.begin() as txn:
+        for f in frames:
+            if f.key not in shapes:
+                value = txn.get(f.key.encode('ascii'))
+                shapes[f.key] = (frame_shape(value), stored_format(value), checksum(value))
+            shape, ext, crc = shapes[f.key]
+            lines.append(frame_line(f.key, ext, shape, compression))
+            sums.append(f'{f.key} {crc}\n')
+        if txn.stat()['entries'] != len(frames):
+            raise DatasetError(f'{partial} holds {txn.stat()["entries"]} frames, the input has {len(frames)}; '
+                               'the input changed since the interrupted run: pass --overwrite')
+    return ''.join(lines), ''.join(sums)
 
 
 def _write_atomic(path, text):
