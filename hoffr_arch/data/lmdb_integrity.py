@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 
 from .frame_io import DatasetError
+from .meta_info import numbered_lines
 
 CHECKSUMS = 'checksums.txt'
 
@@ -54,8 +55,7 @@ def read_checksums(path):
     if not file.exists():
         return None
     sums = {}
-    for number, line in enumerate(file.read_text().splitlines(), 1):
-        parts = line.split()
+    for number, line, parts in numbered_lines(file):
         if len(parts) != 2:
             raise DatasetError(f'{file}:{number}: expected "<key> <crc32>", got {line!r}')
         sums[parts[0]] = parts[1]

@@ -10,6 +10,14 @@ from pathlib import Path
 from .frame_io import DatasetError
 
 
+def numbered_lines(path):
+    """(line number, line, its whitespace-split fields) of each non-blank line of a text side file:
+    what every reader here (and ``lmdb_integrity.read_checksums``) parses."""
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            yield number, line, line.split()
+
+
 def clip_line(clip, nframes, shape):
     h, w, c = shape
     return f'{clip} {nframes} ({h},{w},{c})\n'
@@ -18,10 +26,7 @@ def clip_line(clip, nframes, shape):
 def read_clips(path):
     """Dataset meta_info -> {clip: (nframes, (h, w, c) or None)}; a malformed line names its number."""
     clips = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
+    for number, line, parts in numbered_lines(path):
         if len(parts) < 2 or not parts[1].isdigit():
             raise DatasetError(f'{path}:{number}: expected "<clip> <nframes> (h,w,c)", got {line!r}')
         shape = None
@@ -78,10 +83,7 @@ def exposure_line(key, exposure):
 def read_exposures(path):
     """An exposures side file -> {key: exposure (float)}; a malformed line names its number."""
     exposures = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
+    for number, line, parts in numbered_lines(path):
         try:
             if len(parts) != 2:
                 raise ValueError
