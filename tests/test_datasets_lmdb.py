@@ -16,7 +16,7 @@ from datasets_lmdb.__main__ import main as cli
 from hoffr_arch.data.frame_io import bicubic_downscale
 from datasets_lmdb.synth import blur_clip
 from hoffr_arch.data.video_io import read_frames
-from hoffr_arch.data.frame_io import decode_frame, encode_raw
+from hoffr_arch.data.frame_io import decode_frame
 from hoffr_arch.data.vsrdb_dataset import VSRDBRecurrentDataset, VSRDBTestDataset
 
 from conftest import SHARED_DATA, make_reds, smooth_frames, write_clip
@@ -95,28 +95,6 @@ def test_stock_basicsr_decodes_every_value_pixel_identical(tmp_path, capsys):
     capsys.readouterr()
     assert cli(['verify', str(out)]) == 0
     assert 'sharp 5 frames (bmp)' in capsys.readouterr().out
-
-
-def test_legacy_raw_lmdb_is_still_read_and_named(tmp_path, capsys):
-    import lmdb
-    out = tmp_path / 'old' / 'train'
-    frames = smooth_frames(2, 32, 48, 1)
-    (out).mkdir(parents=True)
-    for kind, imgs in (('sharp', frames), ('blur_bicubic', [f[::4, ::4] for f in frames])):
-        env = lmdb.open(str(out / f'{kind}.lmdb'), map_size=1 << 24)
-        with env.begin(write=True) as txn:
-            for i, img in enumerate(imgs):
-                txn.put(f'000/{i:08d}'.encode(), encode_raw(img))
-        env.close()
-        h, w = imgs[0].shape[:2]
-        (out / f'{kind}.lmdb' / 'meta_info.txt').write_text(
-            ''.join(f'000/{i:08d}.raw ({h},{w},3) 0\n' for i in range(2)))
-    (out / 'meta_info.txt').write_text('000 2 (32,48,3)\n')
-    assert cli(['verify', str(tmp_path / 'old')]) == 0
-    assert 'sharp 2 frames (raw)' in capsys.readouterr().out
-    item = VSRDBTestDataset({'dataroot_gt': str(out / 'sharp.lmdb'), 'dataroot_lq': str(out / 'blur_bicubic.lmdb'),
-                             'io_backend': {'type': 'lmdb'}})[0]
-    assert np.array_equal(as_bgr_uint8(item['gt'][1]), frames[1])
 
 
 def test_training_crops_match_source(tmp_path):

@@ -3,11 +3,9 @@
 A stored value is one of:
 - ``bmp`` (the default): an uncompressed 24-bit Windows bitmap, as ``cv2.imencode('.bmp')`` writes it,
   so BasicSR's ``imfrombytes`` and any image tool decode it; we read it as a memory view of its pixel
-  rows, so a training crop copies only the crop's pixels (as fast as ``raw``, chosen over PPM because
-  OpenCV writes BMP rows padded and bottom-up in a fixed 54-byte header we can index directly,
-  while PPM headers are free text);
-- ``raw``: the earlier private format, a 16-byte header (``HFRW`` + uint32 h, w, c, little-endian)
-  then the uint8 BGR pixels; still read, no longer written;
+  rows, so a training crop copies only the crop's pixels (chosen over PPM because OpenCV writes BMP
+  rows padded and bottom-up in a fixed 54-byte header we can index directly, while PPM headers are
+  free text);
 - ``png`` / ``jpg``: an encoded image, decoded by OpenCV (BasicSR's ``imfrombytes`` format).
 
 ``decode_frame`` tells them apart by the header, so a reader needs no per-key format table.
@@ -24,8 +22,6 @@ import numpy as np
 
 from basicsr.utils.matlab_functions import imresize  # hoffr_arch/__init__ has applied compat
 
-RAW_MAGIC = b'HFRW'
-_HEADER = struct.Struct('<4sIII')
 ENCODINGS = ('bmp', 'png', 'source')
 _BMP = struct.Struct('<2sIHHIIiiHHI')  # file header + the start of BITMAPINFOHEADER
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
@@ -90,16 +86,6 @@ def list_frames(clip_dir):
     return frames
 
 
-
-
-def encode_raw(img):
-    """(h, w, c) uint8 -> bytes of the legacy ``raw`` format (kept to make old LMDBs in tests)."""
-    img = np.ascontiguousarray(img)
-    if img.dtype != np.uint8 or img.ndim != 3:
-        raise ValueError(f'encode_raw wants an (h, w, c) uint8 image, got {img.dtype} {img.shape}')
-    return _HEADER.pack(RAW_MAGIC, *img.shape) + img.tobytes()
-
-
 def encode_bmp(img):
     """(h, w, 3) uint8 BGR -> uncompressed 24-bit BMP bytes (OpenCV's writer)."""
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
@@ -134,14 +120,8 @@ def encode_png(img, level):
     return buf.tobytes()
 
 
-def is_raw(buf):
-    return bytes(buf[:4]) == RAW_MAGIC
-
-
 def stored_format(buf):
-    """'bmp', 'raw' (legacy), 'png' or 'jpg' (anything else OpenCV decodes)."""
-    if is_raw(buf):
-        return 'raw'
+    """'bmp', 'png' or 'jpg' (anything else OpenCV decodes)."""
     head = bytes(buf[:8])
     return 'bmp' if head[:2] == b'BM' else 'png' if head == b'\x89PNG\r\n\x1a\n' else 'jpg'
 
@@ -149,8 +129,6 @@ def stored_format(buf):
 def frame_shape(buf):
     """(h, w, c) of a stored frame as ``decode_frame`` returns it (always 3 channels), reading only
     the header where the format has one."""
-    if is_raw(buf):
-        return tuple(_HEADER.unpack_from(buf)[1:])
     if bytes(buf[:2]) == b'BM' and len(buf) >= _BMP.size:
         _, _, _, _, _, _, w, h, _, _, _ = _BMP.unpack_from(buf)
         return (abs(h), w, 3)
@@ -165,27 +143,20 @@ def decode_frame(buf, crop=None):
 
     Args:
         buf (bytes): value from the LMDB or the bytes of an image file.
-        crop (tuple | None): (top, left, height, width) taken before copying for ``bmp`` and ``raw``
-            frames.
+        crop (tuple | None): (top, left, height, width) taken before copying for ``bmp`` frames.
 
     Raises:
         ValueError: the bytes are not a decodable image.
     """
-    if is_raw(buf):
-        _, h, w, c = _HEADER.unpack_from(buf)
-        if len(buf) != _HEADER.size + h * w * c:
-            raise ValueError(f'raw frame holds {len(buf) - _HEADER.size} pixel bytes, header says {h}x{w}x{c}')
-        img = np.frombuffer(buf, np.uint8, offset=_HEADER.size).reshape(h, w, c)
-    elif (img := _bmp_pixels(buf) if bytes(buf[:2]) == b'BM' else None) is not None:
-        pass
-    else:
+    img = _bmp_pixels(buf) if bytes(buf[:2]) == b'BM' else None
+    if img is None:
         img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
         if img is None:
             raise ValueError('not a decodable image')
     if crop is not None:
         top, left, ch, cw = crop
         img = img[top:top + ch, left:left + cw]
-    return np.array(img)  # a writable copy: of the crop only, for bmp and raw frames
+    return np.array(img)  # a writable copy: of the crop only, for bmp frames
 
 
 def bicubic_downscale(img, factor):
