@@ -12,7 +12,18 @@
 Autocast leaves ``flow_warp``'s ``grid_sample`` in float32 (it disables autocast around it), and the
 network's weights stay float32: only the convolutions and matmuls run in the lower precision.
 ``infer``, ``evaluation``, ``benchmarks.compare``/``speed`` and ``HOFFRModel`` (``train.bf16``) use it.
+
+``choose(..., compile=mode)`` adds ``torch.compile`` (``COMPILE_MODES``; ``none`` by default):
+``ComputePath.compiled(fn)`` is ``fn`` compiled in that mode, one static graph per input shape (tiles
+reuse one shape; each new frame shape compiles anew, which ``infer``'s warm-up absorbs). On CUDA
+``reduce-overhead`` and ``max-autotune`` replay CUDA graphs, whose outputs live in memory the next
+replay overwrites: ``compiled`` starts a new graph step per call and clones what the call returns, so
+a recurrent state handed to the next step, or a frame still being written, stays valid. HOFFR is
+bound by kernel launches on a GPU (five POF levels and one recurrent step a frame), which CUDA graphs
+remove; on a CPU the graph capture pays little in fp32. ``HOFFRModel`` (``train.compile``) compiles
+its per-frame recurrent step and the POF with ``ComputePath.graph`` (``compile_recurrent_step``).
 """
+import dataclasses
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +32,8 @@ import torch
 
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 CHOICES = ('auto', ) + tuple(DTYPES)
+COMPILE_MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
+CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')  # the modes that replay CUDA graphs on a GPU
 NATIVE_BF16 = ('amx_bf16', 'avx512_bf16')  # x86 features that make bf16 faster than fp32 on a CPU
 CPUINFO = Path('/proc/cpuinfo')
 
@@ -55,11 +68,13 @@ class ComputePath:
     dtype: torch.dtype = torch.float32
     channels_last: bool = False
     why: str = ''
+    compile: str = 'none'  # one of COMPILE_MODES
 
     @property
     def name(self):
         name = {torch.float32: 'fp32', torch.bfloat16: 'bf16 autocast', torch.float16: 'fp16 autocast'}[self.dtype]
-        return name + (' + channels_last' if self.channels_last else '')
+        name += ' + channels_last' if self.channels_last else ''
+        return name + (f' + torch.compile {self.compile}' if self.compile != 'none' else '')
 
     def describe(self):
         """One line: the path and why it was taken."""
@@ -83,10 +98,55 @@ class ComputePath:
         """A (n, c, h, w) input in this path's memory format (5-D inputs are left as they are)."""
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
+    @property
+    def cuda_graphs(self):
+        """Whether ``compiled`` functions replay CUDA graphs (a CUDA device and a graph mode)."""
+        return self.device.type == 'cuda' and self.compile in CUDA_GRAPH_MODES
 
-def choose(dtype='auto', device='cpu'):
-    """The ``ComputePath`` for ``dtype`` (one of ``CHOICES``) on ``device``; ValueError naming the
-    choice where it cannot run there (fp16 on a CPU)."""
+    def graph(self, fn, backend=None):
+        """``fn`` (a function or module) compiled in this path's mode, as ``torch.compile`` gives it (no
+        replay safeguards: for training, where CUDA graph trees keep one iteration's graphs and their
+        saved activations together); ``fn`` itself for ``none``. One static graph per input shape
+        (``dynamic=False``). ``backend`` (e.g. ``'aot_eager'``: dynamo's graph capture and autograd
+        without inductor's code generation, which is cheap enough for tests) replaces inductor and its
+        mode."""
+        if self.compile == 'none':
+            return fn
+        if backend is None:
+            return torch.compile(fn, mode=self.compile, dynamic=False)
+        return torch.compile(fn, backend=backend, dynamic=False)
+
+    def compiled(self, fn, backend=None):
+        """``graph(fn, backend)`` for inference: where CUDA graphs are replayed (``cuda_graphs``) each
+        call starts a new graph step and returns clones of the tensors it returns, so that what a call
+        returns (a recurrent state handed to the next step, a frame still being written) is not
+        overwritten by the next replay. ``fn`` itself for ``none``."""
+        graph = self.graph(fn, backend)
+        if not self.cuda_graphs:
+            return graph
+
+        def replayed(*args, **kwargs):
+            torch.compiler.cudagraph_mark_step_begin()
+            return _clone_tensors(graph(*args, **kwargs))
+        return replayed
+
+
+def _clone_tensors(out):
+    """``out`` (tensors, possibly nested in tuples, lists, dicts and NamedTuples) with every tensor cloned."""
+    return torch.utils._pytree.tree_map_only(torch.Tensor, torch.clone, out)
+
+
+def choose(dtype='auto', device='cpu', compile='none'):
+    """The ``ComputePath`` for ``dtype`` (one of ``CHOICES``) on ``device`` with ``torch.compile`` mode
+    ``compile`` (one of ``COMPILE_MODES``); ValueError naming the flag where a choice is unknown or
+    cannot run there (fp16 on a CPU)."""
+    if compile not in COMPILE_MODES:
+        raise ValueError(f'--compile {compile}: choose one of {", ".join(COMPILE_MODES)}')
+    return dataclasses.replace(_choose_dtype(dtype, device), compile=compile)
+
+
+def _choose_dtype(dtype, device):
+    """``choose`` without compiling: the dtype and memory format for ``dtype`` on ``device``."""
     device = torch.device(device)
     if dtype not in CHOICES:
         raise ValueError(f'--dtype {dtype}: choose one of {", ".join(CHOICES)}')
@@ -107,3 +167,27 @@ def choose(dtype='auto', device='cpu'):
             return ComputePath(device, torch.bfloat16, False, 'auto: this GPU supports bf16')
         return ComputePath(device, torch.float32, False, f'auto: fp32 on {device.type}')
     return ComputePath(device, DTYPES[dtype], False, 'asked for')
+
+
+def compile_recurrent_step(net, path, backend=None):
+    """Compile a bare ``HOFFR``'s per-frame recurrent step (``_step``) and its flow network with
+    ``path.graph`` (``train.compile``); returns ``net``, changed in place (its state dict is not).
+
+    The compiled versions run where gradients are recorded on a network in training mode (the
+    training forward); evaluation and validation, at other shapes and without gradients, stay eager.
+    One graph per frame serves every frame of the clip (two: the first frame has no state), so a clip
+    of t frames compiles once rather than a t-times unrolled forward.
+    """
+    if path.compile == 'none':
+        return net
+    net._step = _when_training(net, path.graph(net._step, backend), net._step)
+    net.pof.forward = _when_training(net, path.graph(net.pof.forward, backend), net.pof.forward)
+    return net
+
+
+def _when_training(net, compiled, eager):
+    """``compiled`` while ``net`` trains with gradients recorded, ``eager`` otherwise."""
+    def call(*args, **kwargs):
+        fn = compiled if net.training and torch.is_grad_enabled() else eager
+        return fn(*args, **kwargs)
+    return call
