@@ -169,6 +169,19 @@ def _choose_dtype(dtype, device):
     return ComputePath(device, DTYPES[dtype], False, 'asked for')
 
 
+def compile_option(value, where='train.compile'):
+    """The mode (one of ``COMPILE_MODES``) an option's ``value`` asks for: false or absent -> ``none``,
+    true -> ``reduce-overhead`` (CUDA graphs on a GPU; inductor alone on a CPU), or a mode's name;
+    ValueError naming ``where`` otherwise."""
+    if value is None or value is False:
+        return 'none'
+    if value is True:
+        return 'reduce-overhead'
+    if value not in COMPILE_MODES:
+        raise ValueError(f"'{where}' must be false, true or one of {', '.join(COMPILE_MODES)}, got {value!r}")
+    return value
+
+
 def compile_recurrent_step(net, path, backend=None):
     """Compile a bare ``HOFFR``'s per-frame recurrent step (``_step``) and its flow network with
     ``path.graph`` (``train.compile``); returns ``net``, changed in place (its state dict is not).
