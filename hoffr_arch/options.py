@@ -65,7 +65,7 @@ TOP = {'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'net
 DATASET_COMMON = {'name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu',
                   'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'use_shuffle'}
 TRAIN = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'losses', 'sr_opt', 'db_opt', 'flow_opt',
-         'flow_lr_mul', 'bf16', 'log_batch_keys'}
+         'flow_lr_mul', 'bf16', 'compile', 'log_batch_keys'}
 VAL = {'val_freq', 'save_img', 'metrics', 'skip_border_frames', 'bf16', 'suffix'}
 LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
 PATH = {'pretrain_network_g', 'strict_load_g', 'param_key_g', 'resume_state', 'ignore_resume_networks'}
@@ -234,6 +234,12 @@ def _check_train(c, train, ours):
     c.keys(train, 'train', TRAIN if ours else None, ['optim_g', 'scheduler', 'total_iter'])
     c.number(train, 'train', 'total_iter', 1, integer=False, required=True)  # BasicSR takes int() of it
     c.number(train, 'train', 'warmup_iter', -1)
+    if 'compile' in train:
+        from hoffr_arch.precision import compile_option
+        try:
+            compile_option(train['compile'])
+        except ValueError as err:
+            c.fail(str(err))
     if ours and not (train.get('losses') or train.get('sr_opt')):
         c.fail("missing key 'train.losses' (a list of losses, e.g. [{type: SRLoss}]; or train.sr_opt)")
     import torch

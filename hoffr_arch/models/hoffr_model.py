@@ -34,7 +34,7 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import get_dist_info, master_only
 from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
 
-from hoffr_arch.precision import cpu_bf16_features
+from hoffr_arch.precision import ComputePath, compile_option, compile_recurrent_step, cpu_bf16_features
 from .run_safety import RunSafetyMixin
 
 CLIP_METRICS = ('calculate_tof', )  # metrics computed on whole clips, not per frame
@@ -59,6 +59,10 @@ class HOFFRModel(RunSafetyMixin, SRModel):
             get_root_logger().info('bf16 autocast + channels-last on the CPU' + (
                 f' ({"/".join(native)})' if native else
                 ': WARNING this CPU has no AMX-BF16/AVX512-BF16, bf16 is emulated and much slower than fp32'))
+        mode = compile_option(self.opt['train'].get('compile')) if self.opt['is_train'] else 'none'
+        if mode != 'none':  # before DDP wraps it, as above; its state dict keeps its keys
+            compile_recurrent_step(net, ComputePath(self.device, compile=mode))
+            get_root_logger().info(f'train.compile: {mode} (the per-frame step and the POF, training forward only)')
         return super().model_to_device(net)
 
     def init_training_settings(self):
