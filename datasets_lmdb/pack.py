@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from hoffr_arch.atomic import write_text
 from hoffr_arch.data.frame_io import ENCODINGS, bicubic_downscale, encode_bmp, encode_png, frame_shape, stored_format
 from hoffr_arch.data.lmdb_integrity import CHECKSUMS, checksum
 from hoffr_arch.data.meta_info import EXPOSURES, clip_line, exposure_line, frame_line
@@ -186,8 +187,8 @@ def write_lmdb(path, clips, expected, encoding='bmp', png_level=1, workers=None,
         env.sync(True)
     finally:
         env.close()
-    _write_atomic(partial / 'meta_info.txt', lines)
-    _write_atomic(partial / CHECKSUMS, sums)
+    write_text(partial / 'meta_info.txt', lines)
+    write_text(partial / CHECKSUMS, sums)
     os.replace(partial, path)
     return len(frames)
 
@@ -208,15 +209,6 @@ def _index(env, partial, frames, shapes, compression):
             raise DatasetError(f'{partial} holds {txn.stat()["entries"]} frames, the input has {len(frames)}; '
                                'the input changed since the interrupted run: pass --overwrite')
     return ''.join(lines), ''.join(sums)
-
-
-def _write_atomic(path, text):
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def pack(splits, out, encoding='bmp', png_level=1, workers=None, overwrite=False, resume=False, scale=4,
@@ -252,10 +244,10 @@ def pack(splits, out, encoding='bmp', png_level=1, workers=None, overwrite=False
                                              png_level, workers, overwrite, desc=f'{split}/{kind}')
         ref = next((k for k in HR_KINDS if k in kinds), next(iter(kinds)))
         lines = [clip_line(clip, len(frames), (*sizes[split][ref][clip][:2], 3)) for clip, frames in kinds[ref].items()]
-        _write_atomic(out / split / 'meta_info.txt', ''.join(lines))
+        write_text(out / split / 'meta_info.txt', ''.join(lines))
         if exposures:
             keys = [f.key for frames in kinds[ref].values() for f in frames]
-            _write_atomic(out / split / EXPOSURES, ''.join(exposure_line(k, exposures[split][k]) for k in keys))
+            write_text(out / split / EXPOSURES, ''.join(exposure_line(k, exposures[split][k]) for k in keys))
         elif overwrite and (out / split / EXPOSURES).is_file():  # an earlier run's, wrong for these frames
             (out / split / EXPOSURES).unlink()
     return counts

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from hoffr_arch import atomic
+
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 
 
@@ -88,8 +90,4 @@ def pack_release(model_path, network_g, out, param_key=None, half=True):
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     opts = {k: v for k, v in dict(network_g).items() if k != 'pof_path'}  # the weights hold the trained POF
-    out = Path(out)
-    tmp = out.with_name(out.name + '.partial')
-    torch.save({key or 'params': state, 'network_g': opts}, tmp)
-    tmp.replace(out)
-    return out
+    return atomic.torch_save({key or 'params': state, 'network_g': opts}, out)

@@ -29,6 +29,8 @@ import cv2
 import numpy as np
 import torch
 
+from hoffr_arch import atomic
+
 MARKER = '.hoffr-report'
 CROPS = 3  # crops per clip
 CROP = 128  # crop side, HR pixels (half the short side of smaller frames)
@@ -99,9 +101,7 @@ class Folder:
         self.write(MARKER, json.dumps({'files': self.old}).encode(), listed=False)
 
     def write(self, name, data, listed=True):
-        tmp = self.path / f'.{name}.tmp'
-        tmp.write_bytes(data)
-        os.replace(tmp, self.path / name)
+        atomic.write_bytes(self.path / name, data, tmp_name=f'.{name}.tmp')
         if listed:
             self.files.append(name)
         return name

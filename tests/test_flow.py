@@ -75,9 +75,9 @@ def test_occlusion_mask_waits_for_occlusion_start(real_frame):
     fw, bw = {'lr': torch.full((1, 2, 64, 64), 2.0)}, {'lr': torch.full((1, 2, 64, 64), 2.0)}  # inconsistent
     masked = SelfSupervisedFlowLoss(level_weights={'lr': 1.0}, occlusion_start=10)
     plain = SelfSupervisedFlowLoss(level_weights={'lr': 1.0}, occlusion=False)
-    masked.set_iteration(9)
-    assert masked(fw, bw, (prev, cur))[0] == plain(fw, bw, (prev, cur))[0]
-    masked.set_iteration(10)  # every pixel is occluded now: no photometric term is left
+    assert masked(fw, bw, (prev, cur), iteration=9)[0] == plain(fw, bw, (prev, cur))[0]
+    # every pixel is occluded from iteration 10: no photometric term is left (nor without an iteration)
+    assert masked(fw, bw, (prev, cur), iteration=10)[1]['l_photo'] == 0
     assert masked(fw, bw, (prev, cur))[1]['l_photo'] == 0
 
 

@@ -87,17 +87,19 @@ class SelfSupervisedFlowLoss(nn.Module):
         smooth_weight (float): weight of the edge-aware smoothness. Default 0.1.
         edge_alpha (float): edge sensitivity of the smoothness weights (images in [0, 1]). Default 10.
         occlusion (bool): mask occluded pixels out of the photometric terms. Default True.
-        occlusion_start (int): training iteration from which the mask applies (the model reports
-            it through ``set_iteration``). Masking from the start lets wrong early flows mark
+        occlusion_start (int): training iteration from which the mask applies (the model passes
+            the iteration as the ``iteration`` input). Masking from the start lets wrong early flows mark
             themselves occluded and never be corrected (measured: a POF trained so learned no
             motion in 500 iterations; without the mask it follows a 4-pixel shift in 30). Default 0.
         eps (float): Charbonnier epsilon (on the squared difference). Default 1e-6.
 
-    ``forward(flows_fw, flows_bw, frames_lr, frames_hr=None)``: the POF's outputs for (I_0, I_1) and
-    (I_1, I_0) (dicts of (n, 2, h_k, w_k)), ``frames_lr`` the pair (I_0, I_1) of (n, c, h, w) LR
-    frames, ``frames_hr`` the HR pair, needed for the 'hr' level (skipped without it).
+    ``forward(flows_fw, flows_bw, frames_lr, frames_hr=None, iteration=None)``: the POF's outputs for
+    (I_0, I_1) and (I_1, I_0) (dicts of (n, 2, h_k, w_k)), ``frames_lr`` the pair (I_0, I_1) of
+    (n, c, h, w) LR frames, ``frames_hr`` the HR pair, needed for the 'hr' level (skipped without
+    it), ``iteration`` the training iteration (None: the occlusion mask applies, as in evaluation).
     Returns the scalar loss and a dict of its terms (for logging).
     """
+    inputs = ('flows_fw', 'flows_bw', 'frames_lr', 'frames_hr', 'iteration')  # FlowPretrainModel's names
 
     def __init__(self, loss_weight=1.0, level_weights=None, census_weight=1.0, census_levels=None, smooth_weight=0.1,
                  edge_alpha=10.0, occlusion=True, occlusion_start=0, eps=1e-6):
@@ -110,17 +112,11 @@ class SelfSupervisedFlowLoss(nn.Module):
         self.edge_alpha = edge_alpha
         self.occlusion = occlusion
         self.occlusion_start = occlusion_start
-        self.iteration = None  # unknown: the mask applies (evaluation, or a caller without iterations)
         self.eps = eps
 
-    def set_iteration(self, iteration):
-        """The current training iteration (``occlusion_start``)."""
-        self.iteration = iteration
-
-    def _direction(self, flow, flow_other, src, dst, census):
+    def _direction(self, flow, flow_other, src, dst, census, masked):
         """Photometric and smoothness terms of ``flow`` warping ``src`` onto ``dst``."""
         warped = flow_warp(src, flow)
-        masked = self.occlusion and (self.iteration is None or self.iteration >= self.occlusion_start)
         mask = occlusion_mask(flow, flow_other).detach() if masked else torch.ones_like(flow[:, :1])
         denom = mask.sum().clamp(min=1)
         charb = (torch.sqrt((warped - dst) ** 2 + self.eps).mean(1, keepdim=True) * mask).sum() / denom
@@ -130,8 +126,9 @@ class SelfSupervisedFlowLoss(nn.Module):
         smooth = edge_aware_smoothness(flow, dst, self.edge_alpha)
         return photo, smooth
 
-    def forward(self, flows_fw, flows_bw, frames_lr, frames_hr=None):
+    def forward(self, flows_fw, flows_bw, frames_lr, frames_hr=None, iteration=None):
         lr0, lr1 = frames_lr
+        masked = self.occlusion and (iteration is None or iteration >= self.occlusion_start)
         photo_total, smooth_total = lr0.new_zeros(()), lr0.new_zeros(())
         for level, weight in self.level_weights.items():
             if not weight or level not in flows_fw or (level == 'hr' and frames_hr is None):
@@ -145,8 +142,8 @@ class SelfSupervisedFlowLoss(nn.Module):
                 except ValueError as err:
                     raise ValueError(f'SelfSupervisedFlowLoss: {level} flow: {err}') from None
             census = bool(self.census_weight) and level in self.census_levels
-            p_fw, s_fw = self._direction(fw, bw, i0, i1, census)
-            p_bw, s_bw = self._direction(bw, fw, i1, i0, census)
+            p_fw, s_fw = self._direction(fw, bw, i0, i1, census, masked)
+            p_bw, s_bw = self._direction(bw, fw, i1, i0, census, masked)
             photo_total = photo_total + weight * (p_fw + p_bw) / 2
             smooth_total = smooth_total + weight * (s_fw + s_bw) / 2
         total = self.loss_weight * (photo_total + self.smooth_weight * smooth_total)

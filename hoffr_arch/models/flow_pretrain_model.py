@@ -1,9 +1,9 @@
 """FlowPretrainModel: the POF (or any flow network with its contract) trained alone, self-supervised.
 
-BasicSR's ``SRModel`` with a flow network as ``network_g`` (``type: POF``) and the
-``SelfSupervisedFlowLoss`` as its pixel loss (``train.pixel_opt``): no flow labels and no blur, only
-sharp frame pairs. Data: any ``VSRDBRecurrentDataset`` whose ``dataroot_lq`` holds SHARP LR frames
-(e.g. ``sharp_bicubic.lmdb``) and ``dataroot_gt`` the sharp HR frames (for the HR level);
+``HOFFRBaseModel`` (BasicSR's ``SRModel`` with EMA, run safety, ``train.losses``) with a flow network
+as ``network_g`` (``type: POF``) and ``train.losses: [{type: SelfSupervisedFlowLoss, ...}]``: no flow
+labels and no blur, only sharp frame pairs. Data: any ``VSRDBRecurrentDataset`` whose ``dataroot_lq``
+holds SHARP LR frames (e.g. ``sharp_bicubic.lmdb``) and ``dataroot_gt`` the sharp HR frames (for the HR level);
 ``num_frame`` >= 2 (every consecutive pair is used), ``interval_list`` > 1 for larger motion,
 ``random_reverse`` so both directions are seen (the loss also runs every pair both ways).
 ``train.pan_prob`` / ``train.pan_max`` (default 0 / 4 LR pixels): the share of pairs replaced by a
@@ -15,18 +15,15 @@ pair (``calculate_warp_error``, 0-255, lower is better) for the levels named in 
 The saved ``net_g_*.pth`` is ``{'params': ..., 'params_ema': ...}`` of the flow network: what
 ``HOFFR(pof_path=...)`` loads.
 """
-from collections import OrderedDict
-
 import numpy as np
 import torch
 
-from basicsr.models.sr_model import SRModel
 from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from hoffr_arch.archs.warp import flow_warp
 from hoffr_arch.metrics.flow_metric import calculate_warp_error
-from .run_safety import RunSafetyMixin
+from .base_model import HOFFRBaseModel
 
 
 def consecutive_pairs(clip):
@@ -72,15 +69,20 @@ def both_ways(net, prev, cur):
 
 
 @MODEL_REGISTRY.register()
-class FlowPretrainModel(RunSafetyMixin, SRModel):
+class FlowPretrainModel(HOFFRBaseModel):
     """Self-supervised pretraining of a flow network (see the module docstring)."""
+
+    # the forward and backward flows (dicts per level), the LR and HR frame pairs, the iteration
+    LOSS_INPUTS = ('flows_fw', 'flows_bw', 'frames_lr', 'frames_hr', 'iteration')
+    LOSS_EXAMPLE = '[{type: SelfSupervisedFlowLoss}]'
+    TRAIN_OPTIONS = HOFFRBaseModel.TRAIN_OPTIONS | {'pan_prob', 'pan_max'}
 
     def feed_data(self, data):
         self.lq = data['lq'].to(self.device)  # (n, t, c, h, w) sharp LR
         self.gt = data['gt'].to(self.device) if 'gt' in data else None  # (n, t, c, H, W) sharp HR
 
-    def optimize_parameters(self, current_iter):
-        self.optimizer_g.zero_grad(set_to_none=True)
+    def loss_inputs(self, current_iter):
+        """Consecutive pairs of the clips (some made pans, ``train.pan_prob``), the flows both ways."""
         prev, cur = consecutive_pairs(self.lq)
         hr = consecutive_pairs(self.gt) if self.gt is not None else None
         pan = self.opt['train'].get('pan_prob', 0)
@@ -90,15 +92,7 @@ class FlowPretrainModel(RunSafetyMixin, SRModel):
                                                    self.opt['train'].get('pan_max', 4), self.opt['scale'])
             hr = None if prev_hr is None else (prev_hr, cur_hr)
         fw, bw = both_ways(self.net_g, prev, cur)
-        if hasattr(self.cri_pix, 'set_iteration'):
-            self.cri_pix.set_iteration(current_iter)
-        total, terms = self.cri_pix(fw, bw, (prev, cur), hr)
-        self.check_finite_loss(total, terms, current_iter)  # all ranks stop together (train.py: one line)
-        total.backward()
-        self.optimizer_g.step()
-        self.log_dict = self.reduce_loss_dict(OrderedDict(terms, l_total=total))
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        return {'flows_fw': fw, 'flows_bw': bw, 'frames_lr': (prev, cur), 'frames_hr': hr, 'iteration': current_iter}
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
         if get_dist_info()[0] == 0:  # small: rank 0 measures, the others go on

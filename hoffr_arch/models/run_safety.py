@@ -2,12 +2,11 @@
 
 - ``model_to_device``: DDP on CPU (gloo) as well as CUDA; BasicSR's always asks CUDA for a device;
 - a NaN/inf loss stops every rank before the weights change (``check_finite_loss``);
-- checkpoints and training states written atomically (temporary file, then rename), so a kill
+- checkpoints and training states written atomically (``hoffr_arch.atomic``), so a kill
   during a save never leaves a partial file for ``--auto_resume`` to meet;
 - a resumed run follows the schedule of its options: a longer ``total_iter`` (whose cosine period
   ``check_options`` derives) continues past the old end instead of failing in BasicSR's scheduler.
 """
-import os
 import time
 from pathlib import Path
 
@@ -17,16 +16,7 @@ from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from basicsr.utils.dist_util import master_only
 
-
-def atomic_torch_save(obj, path):
-    """``torch.save`` to ``path`` via a temporary file and a rename: readers see all or nothing."""
-    path = Path(path)
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from hoffr_arch import atomic
 
 
 class NonFiniteLossError(RuntimeError):
@@ -87,7 +77,7 @@ class RunSafetyMixin:
         for net_, key in zip(nets, keys):
             state[key] = {k[7:] if k.startswith('module.') else k: v.cpu()
                           for k, v in self.get_bare_model(net_).state_dict().items()}
-        atomic_torch_save(state, path)
+        atomic.torch_save(state, path)
 
     @master_only
     def save_training_state(self, epoch, current_iter):
@@ -96,4 +86,4 @@ class RunSafetyMixin:
         state = {'epoch': epoch, 'iter': current_iter, 'time': time.time(),
                  'optimizers': [o.state_dict() for o in self.optimizers],
                  'schedulers': [s.state_dict() for s in self.schedulers]}
-        atomic_torch_save(state, Path(self.opt['path']['training_states']) / f'{current_iter}.state')
+        atomic.torch_save(state, Path(self.opt['path']['training_states']) / f'{current_iter}.state')
