@@ -1,7 +1,5 @@
 """Shared set-up of the train/test entry points: root path, argv, option check, run lock."""
 import atexit
-import contextlib
-import logging
 import os
 import shutil
 import sys
@@ -54,10 +52,9 @@ def prepare(argv, is_train):
         opt = check_options(argv[i], is_train, force_yml_entries(argv))
         root.mkdir(parents=True, exist_ok=True)
         os.chdir(root)
-        with quiet_basicsr_log():
-            check_network(opt)
-            check_resume(root, opt, is_train, '--auto_resume' in argv)
-            check_data(opt)
+        check_network(opt)
+        check_resume(root, opt, is_train, '--auto_resume' in argv)
+        check_data(opt)
         lock_run(root, opt, is_train, '--debug' in argv)
         source, argv = argv[i], without_force_yml(argv)
         argv[argv.index('-opt') + 1] = resolved_options(opt, source)
@@ -95,12 +92,15 @@ def resolved_options(opt, source):
 def check_network(opt):
     """Build ``network_g`` (with its ``pof_path``) and read ``path.pretrain_network_g``, so that bad
     sizes, a missing or mismatched POF or pretrained file, or non-finite weights are one line
-    before anything is made. Raises OptionsError or CheckpointError."""
-    from basicsr.archs import build_network
+    before anything is made. Raises OptionsError or CheckpointError. The class is built from the
+    registry, not by BasicSR's ``build_network``, whose log line would initialise BasicSR's logger
+    before the run gives it its log file."""
+    from basicsr.utils.registry import ARCH_REGISTRY
 
     from .checkpoint import load_weights, read_checkpoint, read_state_dict
     try:
-        net = build_network(dict(opt['network_g']))
+        kwargs = dict(opt['network_g'])
+        net = ARCH_REGISTRY.get(kwargs.pop('type'))(**kwargs)
     except CheckpointError:
         raise
     except Exception as err:  # noqa: BLE001 (a constructor raises what it raises; the line names it)
@@ -191,23 +191,6 @@ def check_data(opt):
         dataset = cls(dict(ds_opt, phase=phase.split('_')[0], scale=opt['scale']))
         if phase.split('_')[0] == 'train' and len(dataset):
             dataset[0]
-
-
-@contextlib.contextmanager
-def quiet_basicsr_log():
-    """Keep the checks before a run from initialising (or writing to) BasicSR's root logger: it adds
-    its log file only when first initialised, so the run's own set-up must be the first."""
-    from basicsr.utils import logger as basicsr_logger
-    fresh = 'basicsr' not in basicsr_logger.initialized_logger
-    basicsr_logger.initialized_logger['basicsr'] = True
-    log = logging.getLogger('basicsr')
-    was_disabled, log.disabled = log.disabled, True
-    try:
-        yield
-    finally:
-        log.disabled = was_disabled
-        if fresh:
-            del basicsr_logger.initialized_logger['basicsr']
 
 
 def finish_distributed(ok):

@@ -64,8 +64,6 @@ TOP = {'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'net
        'logger', 'dist_params', 'find_unused_parameters'}
 DATASET_COMMON = {'name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu',
                   'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'use_shuffle'}
-TRAIN = {'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'losses', 'sr_opt', 'db_opt', 'flow_opt',
-         'flow_lr_mul', 'bf16', 'compile', 'log_batch_keys'}
 VAL = {'val_freq', 'save_img', 'metrics', 'skip_border_frames', 'bf16', 'suffix'}
 LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
 PATH = {'pretrain_network_g', 'strict_load_g', 'param_key_g', 'resume_state', 'ignore_resume_networks'}
@@ -183,12 +181,12 @@ def check_options(path, is_train=True, force=()):
     required += ['train', 'logger'] if is_train else ['val']
     c.keys(opt, '', TOP, required)
     _check_name(c, opt['name'])
-    c.registered({'type': opt['model_type']}, 'model_type', MODEL_REGISTRY, 'model')
+    model = c.registered({'type': opt['model_type']}, 'model_type', MODEL_REGISTRY, 'model')
     c.component(opt['network_g'], 'network_g', ARCH_REGISTRY, 'network', ints=True)
     c.keys(opt['path'], 'path', PATH, [] if is_train else ['pretrain_network_g'])
     phases = _check_datasets(c, opt['datasets'], is_train)
     if is_train:
-        _check_train(c, opt['train'], opt['model_type'] == 'HOFFRModel')
+        _check_train(c, opt['train'], model)
         c.keys(opt['logger'], 'logger', LOGGER, ['print_freq', 'save_checkpoint_freq'])
         for key in ('print_freq', 'save_checkpoint_freq'):
             c.number(opt['logger'], 'logger', key, 1, integer=False)  # BasicSR's YAMLs write !!float 5e3
@@ -229,23 +227,28 @@ def _check_datasets(c, datasets, is_train):
     return phases
 
 
-def _check_train(c, train, ours):
-    """``train``: optimizer, schedule (``derive_schedule``), losses, iterations."""
-    c.keys(train, 'train', TRAIN if ours else None, ['optim_g', 'scheduler', 'total_iter'])
+def _check_train(c, train, model):
+    """``train``: optimizer, schedule (``derive_schedule``), losses, iterations. Our models declare
+    the train keys they read (``TRAIN_OPTIONS``), their optimisers and their loss inputs; BasicSR's
+    own models are checked for what they all need, and Adam (the one optimiser 1.4.2 builds)."""
+    allowed = getattr(model, 'TRAIN_OPTIONS', None)
+    c.keys(train, 'train', allowed, ['optim_g', 'scheduler', 'total_iter'])
     c.number(train, 'train', 'total_iter', 1, integer=False, required=True)  # BasicSR takes int() of it
     c.number(train, 'train', 'warmup_iter', -1)
+    for key in ('time_budget', 'save_every_minutes'):
+        c.number(train, 'train', key, 0, integer=False)
+    if train.get('time_budget') and not hasattr(model, 'check_time_budget'):
+        c.fail(f"'train.time_budget': {model.__name__} has no time budget; use our subclass "
+               f"(TimedVideoRecurrentModel, TimedEDVRModel) or one of this package's models")
     if 'compile' in train:
         from hoffr_arch.precision import compile_option
         try:
             compile_option(train['compile'])
         except ValueError as err:
             c.fail(str(err))
-    if ours and not (train.get('losses') or train.get('sr_opt')):
-        c.fail("missing key 'train.losses' (a list of losses, e.g. [{type: SRLoss}]; or train.sr_opt)")
     import torch
-    from hoffr_arch.models.hoffr_model import OPTIMIZERS
     optim = train['optim_g']
-    known = OPTIMIZERS if ours else ('Adam',)  # BasicSR 1.4.2's own models know only Adam
+    known = getattr(model, 'OPTIMIZERS', ('Adam', ))
     if not isinstance(optim, dict) or optim.get('type') not in known:
         c.fail(f"'train.optim_g.type' must be one of {', '.join(known)}, got {(optim or {}).get('type')!r}")
     optimizer = getattr(torch.optim, optim['type'])
@@ -253,18 +256,30 @@ def _check_train(c, train, ours):
     c.types(optim, 'train.optim_g', optimizer)
     c.number(optim, 'train.optim_g', 'lr', 0, integer=False)
     derive_schedule(c, train)
-    for key in ('sr_opt', 'db_opt', 'flow_opt', 'pixel_opt'):
+    for key in ('sr_opt', 'db_opt', 'flow_opt', 'pixel_opt', 'perceptual_opt'):
         if train.get(key) is not None:
             c.component(train[key], f'train.{key}', LOSS_REGISTRY, 'loss')
-    if ours and train.get('losses') is not None:
-        from hoffr_arch.models.hoffr_model import LOSS_INPUTS
-        if not isinstance(train['losses'], list):
-            c.fail("'train.losses' must be a list of losses")
-        for i, spec in enumerate(train['losses']):
-            c.component(spec, f'train.losses[{i}]', LOSS_REGISTRY, 'loss', extra=('name', 'inputs'))
-            bad = [k for k in spec.get('inputs') or () if k not in LOSS_INPUTS]
-            if bad:
-                c.fail(f"'train.losses[{i}].inputs': unknown {bad} (known: {', '.join(LOSS_INPUTS)})")
+    if hasattr(model, 'LOSS_INPUTS'):
+        _check_losses(c, train, model)
+
+
+def _check_losses(c, train, model):
+    """``train.losses`` of one of our models: a list of registered losses taking its ``LOSS_INPUTS``
+    (the model itself says when none is given: HOFFRModel also takes its shorthands)."""
+    losses = train.get('losses')
+    if losses is None:
+        if not any(train.get(key) for key in ('sr_opt', 'db_opt', 'flow_opt')) or 'sr_opt' not in model.TRAIN_OPTIONS:
+            c.fail(f"missing key 'train.losses' (a list of losses, e.g. {model.LOSS_EXAMPLE})")
+        return
+    if not isinstance(losses, list) or not losses:
+        c.fail(f"'train.losses' must be a non-empty list of losses (e.g. {model.LOSS_EXAMPLE})")
+    for i, spec in enumerate(losses):
+        cls = c.component(spec, f'train.losses[{i}]', LOSS_REGISTRY, 'loss', extra=('name', 'inputs'))
+        inputs = spec.get('inputs') or getattr(cls, 'inputs', ('output', 'gt'))
+        bad = [k for k in inputs if k not in model.LOSS_INPUTS]
+        if bad:
+            where = f'train.losses[{i}].inputs' if spec.get('inputs') else f'train.losses[{i}]: {cls.__name__} takes'
+            c.fail(f"'{where}': unknown {bad} (known: {', '.join(model.LOSS_INPUTS)})")
 
 
 def derive_schedule(c, train):

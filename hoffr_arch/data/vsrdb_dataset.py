@@ -9,6 +9,7 @@ We do not subclass BasicSR's ``REDSRecurrentDataset`` / ``VideoRecurrentTestData
 assumes 100 frames per clip and the REDS4 split, the second refuses LMDB, accepts only the names
 vid4/reds4/redsofficial and pairs GT and LQ folders by sort order.
 """
+import logging
 import os
 import random
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from torch.utils import data
 
 from basicsr.data.transforms import augment
-from basicsr.utils import FileClient, get_root_logger, img2tensor
+from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .frame_io import DatasetError, decode_frame, frame_shape, list_clips, list_frames
@@ -210,7 +211,9 @@ class VSRDBRecurrentDataset(data.Dataset):
                                f'needs {need}')
         self.clips = clips
         self.keys = [(clip, i) for clip, n in clips.items() for i in range(n)]
-        get_root_logger().info(f'{name}: {len(clips)} clips, {len(self.keys)} frames')
+        # BasicSR's logger by name, not get_root_logger(): that would initialise it (without the run's
+        # log file) when the entry points build a dataset to check it before the run
+        logging.getLogger('basicsr').info(f'{name}: {len(clips)} clips, {len(self.keys)} frames')
 
     def __len__(self):
         return len(self.keys)
