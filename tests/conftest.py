@@ -155,3 +155,49 @@ def make_gopro(root, clips, h=64, w=96):
                 path = root / name / kind / f'{1 + 40 * seed + i:06d}.png'
                 cv2.imwrite(str(path), np.rint(img * 255).astype(np.uint8))
     return root
+
+
+@pytest.fixture(scope='session')
+def lmdb_data(tmp_path_factory):
+    """(train split, held-out split) of tiny LMDBs (``pipeline.make_lmdb_data``), shared: tests only read it."""
+    from pipeline import make_lmdb_data
+    return make_lmdb_data(tmp_path_factory.mktemp('data'))
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory, lmdb_data):
+    """A finished tiny training run, 'cut': 7 iterations, checkpoint and validation at 6. Returns its
+    HOFFR_ROOT; tests that write to the run work on a copy (``copy_run``)."""
+    from pipeline import run, train_options
+    tmp = tmp_path_factory.mktemp('trained')
+    opt = train_options(tmp, lmdb_data, name='cut', total_iter=7, save_freq=6)
+    run('hoffr_arch.train', opt, tmp / 'root', tmp)
+    return tmp / 'root'
+
+
+def copy_run(root, dest):
+    """A copy of a HOFFR_ROOT of finished runs (``trained_run``) at ``dest``, its lock files left out."""
+    import shutil
+    shutil.copytree(root, dest, ignore=shutil.ignore_patterns('*.lock'))
+    return dest
+
+
+def load_dir(folder):
+    """The images of ``folder``, name-sorted, as (h, w, 3) BGR uint8."""
+    return [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in sorted(folder.iterdir())]
+
+
+def as_bgr_uint8(t):
+    """(c, h, w) RGB float tensor in [0, 1] -> (h, w, c) BGR uint8."""
+    return np.rint(t.numpy().transpose(1, 2, 0)[:, :, ::-1] * 255).astype(np.uint8)
+
+
+def real_clip():
+    """12 consecutive real (240, 416, 3) BGR uint8 frames: ``../shared/data/basketballpass`` when present,
+    else the bundled clip resized."""
+    from hoffr_arch.data.video_io import read_frames
+    folder = SHARED_DATA / 'basketballpass'
+    if folder.is_dir():
+        return read_frames(folder, max_frames=12)
+    clip = Path(__file__).resolve().parents[1] / 'hoffr_arch' / 'assets' / 'sam2_01_dog.mp4'
+    return read_frames(clip, start=90, max_frames=12, resize=(416, 240))
