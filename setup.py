@@ -29,5 +29,10 @@ setup(
         'tqdm',
         'matplotlib',
     ],
-    extras_require={'onnx': ['onnx', 'onnxruntime'], 'test': ['pytest', 'onnx', 'onnxruntime', 'ruff']},
+    extras_require={
+        'onnx': ['onnx', 'onnxruntime'],
+        # infer --backend openvino: OpenVINO runs our ONNX export (onnx writes and reads its metadata)
+        'openvino': ['onnx', 'openvino'],
+        'test': ['pytest', 'onnx', 'onnxruntime', 'ruff'],
+    },
 )

@@ -14,11 +14,17 @@ it). ``--overwrite`` replaces only an output of this tool (a video, or a folder 
 Grey input gives grey output; alpha is upscaled bicubically and kept in PNG output (a video output
 refuses it). ``--tile N`` processes N x N LR tiles (each its own recurrent stream) so memory follows
 the tile; at 4K output the H.264/HEVC encoder's own look-ahead buffers then dominate: ``--lookahead``
-bounds them. ``--backend onnxruntime`` runs a graph from ``python -m hoffr_arch.export``.
-Speed: ``--dtype auto`` (default) runs bf16 autocast + channels-last on a CPU with AMX-BF16 or
-AVX512-BF16, bf16 autocast on a GPU that has it, fp32 elsewhere (``hoffr_arch.precision``); the first
-line on stderr names the path taken. Each new frame (or tile) shape is warmed up on two frames of zeros
-first (``--no-warm-up`` skips it), so that kernel building does not slow a video's first frames.
+bounds them.
+Engine (``--backend``, ``hoffr_arch.backends``): torch (default); ``onnxruntime`` or ``openvino`` run
+the exported step on the CPU (``--model`` an .onnx from ``python -m hoffr_arch.export``, or a checkpoint,
+exported once into a per-user folder of the system's temporary directory and reused); ``auto``:
+OpenVINO where installed (``pip install '.[openvino]'``; the fastest measured on CPUs), else torch.
+Speed: ``--dtype auto`` (default) runs bf16 on a CPU with AMX-BF16 or AVX512-BF16 (torch: autocast +
+channels-last; OpenVINO: its bf16 precision hint), bf16 autocast on a GPU that has it, fp32 elsewhere
+(``hoffr_arch.precision``); ``--compile MODE`` runs torch's step through ``torch.compile``. The first
+line on stderr names the engine and path taken. Each new frame (or tile) shape is warmed up on two
+frames of zeros first (``--no-warm-up`` skips it), so that kernel building (and compiling) does not
+slow a video's first frames.
 Weights: without ``--model``, the shipped CPU-trained HOFFR-S starter model
 (``hoffr_arch/assets/HOFFR_S_x4.pth``). A checkpoint's network options come from ``--opt``, from the
 checkpoint itself (``network_g``, as the shipped one holds them) or from the training YAML BasicSR
@@ -40,7 +46,8 @@ from hoffr_arch.data.frame_io import IMAGE_EXTS, DatasetError
 from hoffr_arch.data.video_io import (MediaError, MediaReader, MediaWriter, TruncatedError, as_bgr, check_output,
                                       is_finished_video, is_video_file)
 from hoffr_arch.options import OptionsError, load_yaml
-from hoffr_arch.precision import CHOICES, choose
+from hoffr_arch.backends import BACKENDS, BackendError, choose_backend
+from hoffr_arch.precision import CHOICES, COMPILE_MODES
 from hoffr_arch.report import Recorder, ReportError, check_dir, write_infer_report
 from hoffr_arch.streaming import OnnxStep, TiledStep, overlap_size, quantize, tile_size, torch_step, warm_up
 
@@ -97,21 +104,25 @@ def load_model(model_path, opt_path=None, param_key=None, device='cpu'):
 
 def add_model_arguments(parser):
     parser.add_argument('--model', default=None, help='checkpoint (net_g_*.pth; default: the shipped HOFFR-S), '
-                        'or an .onnx graph with --backend onnxruntime')
+                        'or an .onnx graph (python -m hoffr_arch.export) with --backend onnxruntime or openvino')
     parser.add_argument('--opt', default=None, help='training YAML (default: in the checkpoint or beside models/)')
     parser.add_argument('--param-key', default=None, help='params_ema or params (default: EMA if present)')
 
 
-def load_model_from_args(args, device):
-    """The network ``--model`` (or the shipped starter model, said on stderr) names."""
-    model = args.model
+def load_network(model=None, opt=None, param_key=None, device='cpu'):
+    """The HOFFR of the checkpoint ``model`` (None: the shipped starter model, said on stderr)."""
     if model is None:
         model = resolve_asset(STARTER)
         if not Path(model).exists():
             raise InferError(f'{STARTER}: the shipped starter weights are missing from this install; pass --model')
         print(f'using the shipped HOFFR-S starter weights ({model}; CPU-trained, not the paper\'s REDS model)',
               file=sys.stderr)
-    return load_model(model, args.opt, args.param_key, device)
+    return load_model(model, opt, param_key, device)
+
+
+def load_model_from_args(args, device):
+    """``load_network`` with the arguments ``add_model_arguments`` adds (for other entry points)."""
+    return load_network(args.model, args.opt, args.param_key, device)
 
 
 def to_tensor(img, device, dtype):
@@ -177,20 +188,21 @@ def video_folder(path):
     return None
 
 
-def process(step, inp, out, args, device, progress=None):
-    """One input to one output (and ``--deblurred``); returns (frames written, truncated message or None)."""
+def process(step, inp, out, encoder, deblurred=None, allow_partial=False, device='cpu', progress=None):
+    """One input to one output (and the deblurred LR frames to ``deblurred``); ``encoder``: MediaWriter's
+    keyword arguments (fps, codec, crf, preset, lookahead). Returns (frames written, truncated message or
+    None); a truncated input raises ``PartialError`` unless ``allow_partial``."""
     reader = MediaReader(inp)
     try:
         if reader.channels == 4 and is_video_file(out):
             raise MediaError(f'{inp}: has an alpha channel, which a video output cannot hold; write PNG frames '
                              '(an output path without a video extension) to keep it')
-        encoder = (args.fps, args.codec, args.crf, args.preset, args.lookahead)
-        sinks = [MediaWriter(out, reader, *encoder)]
-        sinks.append(MediaWriter(args.deblurred, reader, *encoder) if args.deblurred else None)
+        sinks = [MediaWriter(out, reader, **encoder)]
+        sinks.append(MediaWriter(deblurred, reader, **encoder) if deblurred else None)
         try:
             n = run(step, reader, sinks, device, progress=progress)
         except TruncatedError as err:
-            if not args.allow_partial:
+            if not allow_partial:
                 kept = [str(p) for p in (s.abort() for s in sinks if s is not None) if p is not None]
                 what = f'what was written is kept as {", ".join(kept)}' if kept else 'no frame was written'
                 raise PartialError(f'{err}; {what} (--allow-partial accepts a truncated input)') from None
@@ -211,42 +223,70 @@ def process(step, inp, out, args, device, progress=None):
         reader.close()
 
 
-def make_step(args, device, path):
-    """The step callable the arguments ask for: ONNX Runtime or torch on ``path`` (a ``ComputePath``),
-    tiled with ``--tile``, warmed up per frame shape unless ``--no-warm-up``; with ``--report``, inside a
-    ``report.Recorder`` (frames, flow and times for the report)."""
-    pof = None
-    if args.backend == 'onnxruntime':
-        if args.model is None or Path(args.model).suffix != '.onnx':
-            raise InferError('--backend onnxruntime needs --model STEP.onnx (python -m hoffr_arch.export writes it)')
-        if not Path(args.model).is_file():
-            raise InferError(f'{args.model}: no such file')
-        try:
-            step = OnnxStep(args.model)
-        except CheckpointError as err:
-            raise InferError(str(err)) from None
-        scale = step.scale
-    else:
-        net = load_model_from_args(args, device)
+def make_step(backend, model=None, opt=None, param_key=None, tile=0, tile_overlap=16, warm=True, report=False):
+    """The step callable of ``backend`` (a ``backends.Backend``): torch on its path (compiled where the
+    path says), or the exported step on ONNX Runtime or OpenVINO (``model`` an .onnx graph, or a
+    checkpoint exported once into the temporary cache, ``export.cached_export``); tiled with ``tile``,
+    warmed up per frame shape with ``warm``; with ``report``, inside a ``report.Recorder``."""
+    path, pof = backend.path, None
+    if backend.name == 'torch':
+        net = load_network(model, opt, param_key, path.device)
+        if path.compile != 'none':
+            net.step = path.compiled(net.step)  # one graph per frame shape (and per first/later frame)
         step, scale = torch_step(net, path), net.scale
         pof = net.pof if net.use_flow else None
-    if args.tile:
-        step = TiledStep(step, scale, args.tile, args.tile_overlap, hr_dtype=torch.uint8)
-    step = step if args.no_warm_up else WarmStep(step, device)
-    return Recorder(step, pof) if getattr(args, 'report', None) else step
+    else:
+        step = graph_step(backend, model, opt, param_key)
+        scale = step.scale
+    if tile:
+        step = TiledStep(step, scale, tile, tile_overlap, hr_dtype=torch.uint8)
+    step = WarmStep(step, path.device) if warm else step
+    return Recorder(step, pof) if report else step
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def graph_step(backend, model=None, opt=None, param_key=None):
+    """The exported step on ``backend.name`` (onnxruntime, openvino): ``model`` itself if it is an
+    .onnx graph, else the graph of the checkpoint ``model`` (default: the shipped starter) from the cache."""
+    from hoffr_arch.backends import OpenVinoStep
+    from hoffr_arch.export import cached_export
+    if model is not None and Path(model).suffix == '.onnx':
+        if not Path(model).is_file():
+            raise InferError(f'{model}: no such file')
+        graph = model
+    else:
+        graph = cached_export(load_network(model, opt, param_key, 'cpu'))
+    try:
+        if backend.name == 'openvino':
+            return OpenVinoStep(graph, backend.path.dtype)
+        return OnnxStep(graph)
+    except CheckpointError as err:
+        raise InferError(str(err)) from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors as one line (the flag and what is wrong; ``--help`` has the usage), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (--help for usage)\n')
+
+
+def build_parser():
+    parser = OneLineParser(prog='python -m hoffr_arch.infer', description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument('--input', required=True, help='video file, frame folder or folder of videos (blurry LR)')
     parser.add_argument('--output', required=True, help='video file (.mp4, ...), folder for PNG frames, or '
                         'for a folder of videos the folder to write them to')
-    parser.add_argument('--backend', choices=['torch', 'onnxruntime'], default='torch')
+    parser.add_argument('--backend', choices=BACKENDS, default='torch',
+                        help='torch (default); onnxruntime or openvino run the exported step on the CPU; '
+                        'auto: openvino where installed (the fastest measured on CPUs), else torch')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--dtype', choices=CHOICES, default='auto',
-                        help='auto (default): bf16 autocast + channels-last on CPUs with AMX-BF16/AVX512-BF16, '
-                        'bf16 autocast on GPUs with bf16, fp32 elsewhere; fp16: CUDA only')
+                        help='auto (default): bf16 (torch: autocast + channels-last; openvino: its bf16 precision '
+                        'hint) on CPUs with AMX-BF16/AVX512-BF16, bf16 autocast on GPUs with bf16, fp32 elsewhere; '
+                        'fp16: CUDA only')
+    parser.add_argument('--compile', choices=COMPILE_MODES, default='none',
+                        help='torch.compile the step in this mode (torch backend; minutes of compiling per shape)')
     parser.add_argument('--no-warm-up', action='store_true', help='skip warming up each new frame shape')
     parser.add_argument('--tile', type=tile_size, default=0, help='process N x N LR tiles (0: whole frames)')
     parser.add_argument('--tile-overlap', type=overlap_size, default=16, help='LR pixels of context around each tile')
@@ -263,59 +303,74 @@ def main(argv=None):
     parser.add_argument('--overwrite', action='store_true', help='replace an earlier output of this tool')
     parser.add_argument('--report', metavar='DIR', help='also write an offline HTML report there: bicubic of the '
                         'input against the output, the flow, the compute path and the speed (hoffr_arch.report)')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def plan_jobs(inp, output, ext='.mp4', deblurred=None, overwrite=False):
+    """[(input, output)] still to do, and whether ``inp`` is a folder of videos (then each goes to
+    ``output/<name><ext>``, and finished outputs are skipped, said on stderr). Refuses (one line) an
+    output that would harm the user's files."""
+    videos = video_folder(inp)
+    if videos is None:
+        jobs = [(Path(inp), Path(output))]
+    else:
+        if deblurred:
+            raise InferError('--deblurred is for a single input, not a folder of videos')
+        if Path(output).exists() and not Path(output).is_dir():
+            raise InferError(f'{output}: a file; a folder of videos needs an output folder')
+        jobs = [(v, Path(output) / (v.stem + ext)) for v in videos]
+    todo = []
+    for src, out in jobs:
+        if videos is not None and not overwrite and is_finished_video(out):
+            print(f'{out}: done already, skipped', file=sys.stderr)
+            continue
+        check_output(out, [inp], overwrite)
+        if deblurred:
+            check_output(deblurred, [inp, out], overwrite)
+        todo.append((src, out))
+    return todo, videos is not None
+
+
+def run_jobs(step, todo, encoder, deblurred=None, allow_partial=False, device='cpu', make_dirs=False):
+    """``process`` each (input, output) of ``todo`` under one progress bar; returns (frames written,
+    warning lines about truncated inputs kept with ``allow_partial``)."""
+    total = 0
+    for inp, _ in todo:
+        reader = MediaReader(inp)
+        total += reader.count or 0
+        reader.close()
+    written, warnings = 0, []
+    with tqdm(total=total or None, unit='frame', desc='HOFFR') as progress:
+        for inp, out in todo:
+            if make_dirs:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            n, truncated = process(step, inp, out, encoder, deblurred, allow_partial, device, progress)
+            written += n
+            if truncated:
+                warnings.append(f'warning: {truncated}; --allow-partial kept its {n} frames in {out}')
+    return written, warnings
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     try:
         if args.report:
             check_dir(args.report)
-        device = torch.device(args.device)
-        if args.backend == 'onnxruntime':
-            if args.dtype not in ('auto', 'fp32') or device.type != 'cpu':
-                raise InferError('--backend onnxruntime runs on the CPU in fp32 here')
-            print('compute path: onnxruntime fp32 on cpu', file=sys.stderr)
-            path = None
-        else:
-            try:
-                path = choose(args.dtype, device)
-            except ValueError as err:
-                raise InferError(str(err)) from None
-            print(path.describe(), file=sys.stderr)
-        videos = video_folder(args.input)
-        if videos is not None:
-            if args.deblurred:
-                raise InferError('--deblurred is for a single input, not a folder of videos')
-            if Path(args.output).exists() and not Path(args.output).is_dir():
-                raise InferError(f'{args.output}: a file; a folder of videos needs an output folder')
-            jobs = [(v, Path(args.output) / (v.stem + args.ext)) for v in videos]
-        else:
-            jobs = [(Path(args.input), Path(args.output))]
-        todo = []
-        for inp, out in jobs:
-            if videos is not None and not args.overwrite and is_finished_video(out):
-                print(f'{out}: done already, skipped', file=sys.stderr)
-                continue
-            check_output(out, [args.input], args.overwrite)
-            if args.deblurred:
-                check_output(args.deblurred, [args.input, out], args.overwrite)
-            todo.append((inp, out))
-        step = make_step(args, device, path) if todo else None
-        total = 0
-        for inp, _ in todo:
-            reader = MediaReader(inp)
-            total += reader.count or 0
-            reader.close()
-        written, warnings = 0, []
-        with tqdm(total=total or None, unit='frame', desc='HOFFR') as progress:
-            for inp, out in todo:
-                if videos is not None:
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                n, truncated = process(step, inp, out, args, device, progress)
-                written += n
-                if truncated:
-                    warnings.append(f'warning: {truncated}; --allow-partial kept its {n} frames in {out}')
+        try:
+            backend = choose_backend(args.backend, args.dtype, args.device, args.compile)
+        except (BackendError, RuntimeError) as err:  # RuntimeError: torch cannot parse --device
+            raise InferError(str(err)) from None
+        print(backend.line, file=sys.stderr)
+        todo, folder = plan_jobs(args.input, args.output, args.ext, args.deblurred, args.overwrite)
+        step = make_step(backend, args.model, args.opt, args.param_key, args.tile, args.tile_overlap,
+                         warm=not args.no_warm_up, report=bool(args.report)) if todo else None
+        encoder = {'fps': args.fps, 'codec': args.codec, 'crf': args.crf, 'preset': args.preset,
+                   'lookahead': args.lookahead}
+        written, warnings = run_jobs(step, todo, encoder, args.deblurred, args.allow_partial, backend.path.device,
+                                     make_dirs=folder)
         if args.report and step is not None:
-            described = path.describe().removeprefix('compute path: ') if path else 'onnxruntime fp32 on cpu'
             facts = [('input', args.input), ('model', args.model or STARTER), ('tiles', args.tile or 'whole frames'),
-                     ('compute path', described)]
+                     ('compute path', backend.described)]
             warnings.append(f'report: {write_infer_report(args.report, step, [i.name for i, _ in todo], facts)}')
     except (InferError, DatasetError, ReportError) as err:
         print(f'error: {err}', file=sys.stderr)
