@@ -76,7 +76,9 @@ def test_dry_run_continues_the_given_weights_and_writes_the_ledger_entry(tmp_pat
                            '--out', str(out), '--work', str(tmp_path / 'work'), '--data', str(corpus),
                            '--weights', str(start), '--iters', '2', '--minutes', '1', '--batches', '1',
                            '--probe-iters', '1', '--gt-size', '64', '--num-frame', '3', '--workers', '0',
-                           '--lr', '1e-9', '--ship-margin', '-100'],
+                           '--lr', '1e-9', '--ship-margin', '-100', '--sweep-seconds', '60', '--sweep-args',
+                           "--batches-s 1 2 --batches-default 1 --compiled-batches-s --compiled-batches-default "
+                           "--variants 'fp32 eager' --iters 1"],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, OMP_NUM_THREADS='1'))  # no oversubscribed cores
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -101,8 +103,39 @@ def test_dry_run_continues_the_given_weights_and_writes_the_ledger_entry(tmp_pat
     assert entry['shipped'] is True  # --ship-margin -100: the release candidate is packed, fp16
     release = read_checkpoint(out / 'HOFFR_S_x4.pth')
     assert next(iter(release['params_ema'].values())).dtype == torch.float16
-    assert entry['row'] in (out / 'gpu_train.md').read_text()
+    md = (out / 'gpu_train.md').read_text()
+    assert entry['row'] in md
+    # the batch sweep ran before training, at the training's shape (3 frames, 16x16 LR), and is reported
+    sweep = entry['sweep']
+    assert [(r['network'], r['variant'], r['batch']) for r in sweep] == [
+        ('HOFFR-S', 'fp32 eager', 1), ('HOFFR-S', 'fp32 eager', 2), ('HOFFR', 'fp32 eager', 1)]
+    assert all(r['samples_per_s'] > 0 and r['seconds'] > 0 and (r['num_frame'], r['lr_size']) == (3, 16) for r in sweep)
+    table = [line for line in md.splitlines() if line.startswith(('| HOFFR-S | fp32 eager |',
+                                                                   '| HOFFR | fp32 eager |'))]
+    assert len(table) == 3 and all(float(line.split('|')[4]) > 0 for line in table), md
+    assert entry['train_compile'] == 'none' and 'train.compile' not in (out / 'train.yml').read_text()
     assert len(list(out.iterdir())) <= 7  # the device returns at most 8 files
+
+
+def test_sweep_decision_compiles_only_where_it_trains_more_samples():
+    """The training takes the sweep's compiled setting only where it trains ``margin`` times the samples
+    of the eager pick in the minutes left, its compiling included; other shapes and bf16 rows are ignored."""
+    def row(variant, batch, sps, seconds=5., size='s', shape=(8, 64)):
+        return dict(size=size, variant=variant, batch=batch, samples_per_s=sps, peak_mib=100., seconds=seconds,
+                    num_frame=shape[0], lr_size=shape[1])
+    eager = [row('fp32 eager', 8, 40.), row('fp32 eager', 16, 70.), row('fp32 eager', 32, 72.),
+             row('bf16 eager', 16, 500.), row('fp32 eager', 16, 900., shape=(8, 32)),
+             row('fp32 eager', 4, 9e3, size='default')]
+    rows, mode, why = gpu_train.sweep_decision(eager, 's', (8, 64), minutes=4)
+    assert mode == 'none' and gpu_train.choose_batch(rows) == (16, 70.) and why == 'no compiled row in the sweep'
+    fast = eager + [row('fp32 compiled', 16, 150., seconds=60.), row('fp32 compiled', 64, 160., seconds=90.)]
+    rows, mode, why = gpu_train.sweep_decision(fast, 's', (8, 64), minutes=4)
+    assert mode == 'reduce-overhead' and gpu_train.choose_batch(rows) == (16, 150.)
+    assert '1.34x the samples' in why  # 150 * (4 - 1.5) / (70 * 4): the longest compiled row counts
+    rows, mode, _ = gpu_train.sweep_decision(fast, 's', (8, 64), minutes=2)  # compiling eats the gain
+    assert mode == 'none' and gpu_train.choose_batch(rows) == (16, 70.)
+    assert gpu_train.sweep_decision(fast, 'default', (8, 64), minutes=4)[1] == 'none'
+    assert gpu_train.sweep_decision([], 's', (8, 64), minutes=4)[0] == []
 
 
 def test_bad_weights_are_one_line_and_exit_2(tmp_path):

@@ -7,7 +7,13 @@
 1. builds the starter corpus (README, "Starter weights": same sources, clip names and exposure draws)
    with every core: sources cut into jobs of whole clips, synthesised in parallel processes, packed;
 2. measures training samples/s at a few batch sizes (``gpu_check.train_speed``, random clips, POF
-   frozen as in the recipe) and takes the smallest batch within 10% of the best;
+   frozen as in the recipe) and takes the smallest batch within 10% of the best. On a GPU that is
+   the batch sweep (``batch_sweep``, ``--sweep-seconds``, at most 3 minutes with its start-up): HOFFR-S
+   at this run's shape and the default HOFFR at the REDS shape, eager and compiled (CUDA graphs,
+   ``train.compile: reduce-overhead``), fp32 and bf16, samples/s and peak memory. It runs in its own
+   process on two cores of its own while the corpus is built on the others; the training takes its
+   fastest fp32 setting, compiled only where that measured more samples in the minutes left, its
+   compiling included (bf16 is reported, not taken: the recipe trains in fp32);
 3. sizes the run before the option file is written: ``total_iter`` from that speed and the minutes
    left (the cosine period is ``total_iter``), learning rate scaled with the square root of the
    batch, a short linear warm-up;
@@ -19,8 +25,9 @@
    and bicubic, and packs a fp16 release candidate only when they beat the shipped ones.
 
 ``--out`` receives at most 7 files (the device returns 8): ``gpu_train.log``, ``train_basicsr.log``,
-``train.yml``, ``gpu_train.md`` (tables, the model card's ledger row), ``ledger.json`` (the ledger
-entry), ``<weights>_fp32.pth`` (the continuing copy) and, when it wins, ``<weights>.pth`` (fp16 release).
+``train.yml``, ``gpu_train.md`` (tables: the sweep's, the model card's ledger row), ``ledger.json`` (the
+ledger entry, with the sweep's rows), ``<weights>_fp32.pth`` (the continuing copy) and, when it wins,
+``<weights>.pth`` (fp16 release).
 ``--model-size default`` trains the 3.6 M HOFFR instead: its own ledger, started from the shipped POF
 (or from ``assets/HOFFR_x4_fp32.pth`` once one is shipped), compared with HOFFR-S as well.
 """
@@ -31,6 +38,7 @@ import json
 import math
 import multiprocessing
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -42,6 +50,7 @@ import torch
 import yaml
 
 from hoffr_arch._entry import project_root
+from hoffr_arch.benchmarks import batch_sweep
 from hoffr_arch.benchmarks.gpu_check import final_checkpoint, point_to_corpus, score_weights, train_speed
 from hoffr_arch.checkpoint import CheckpointError, pack_release, read_checkpoint, resolve_asset
 
@@ -54,6 +63,7 @@ SIZES = {  # the release file, its fp32 copy, the YAML its recipe comes from (ne
 RECIPE = 'train_HOFFR_S_x4.yml'  # data, losses, EMA, frozen POF: the starter recipe for both sizes
 CLIP_LENGTH, EXPOSURE = 25, (0.5, 2.0)  # the corpus command's --clip-length and --exposure
 VIDEO_FRAMES = {'sam2_01_dog': 289, 'bikes': 250}  # a video that cannot be decoded still holds its clip numbers
+SWEEP_CORES = 2  # cores the batch sweep gets to itself (launch-bound timing needs a core not shared)
 CONTINUE_LR = 0.25  # a continued run restarts its cosine at a quarter of the recipe's peak rate (a choice, unmeasured)
 
 
@@ -269,6 +279,79 @@ def probe(network_g, device, batches, num_frame, lr_size, scale, log, iters):
         log(f'probe: batch {batch}: {its * batch:.2f} samples/s ({its:.2f} it/s' +
             (f', peak {peak:.0f} MiB)' if peak == peak else ')'))
     return rows
+
+
+def start_sweep(args, work, log):
+    """The batch sweep (``batch_sweep``) started in its own process, on ``SWEEP_CORES`` cores of its own
+    where there are more than twice as many (this process keeps the others until ``end_sweep``); its
+    rows go to ``work/batch_sweep.jsonl``, its output to ``work/batch_sweep.log``. None when
+    ``--sweep-seconds`` is 0."""
+    if args.sweep_seconds <= 0:
+        return None
+    rows = Path(work) / 'batch_sweep.jsonl'
+    rows.unlink(missing_ok=True)
+    cmd = [sys.executable, '-m', 'hoffr_arch.benchmarks.batch_sweep', '--out', str(rows), '--device', args.device,
+           '--seconds', str(args.sweep_seconds), '--num-frame', str(args.num_frame),
+           '--lr-size', str(args.gt_size // 4)] + shlex.split(args.sweep_args)
+    with open(Path(work) / 'batch_sweep.log', 'w') as output:
+        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, cwd=project_root())
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) > 2 * SWEEP_CORES:
+        os.sched_setaffinity(proc.pid, cores[:SWEEP_CORES])
+        os.sched_setaffinity(0, cores[SWEEP_CORES:])
+    log(f'sweep: started ({args.sweep_seconds:g} s for its rows, cut at {args.sweep_seconds + 30:g} s)')
+    return dict(proc=proc, rows=rows, cap=time.time() + args.sweep_seconds + 30, cores=cores)
+
+
+def end_sweep(sweep, log, stop=False):
+    """Wait for the sweep until its cap (then end it: the rows it finished are kept; ``stop``: end it
+    now), give this process its cores back; returns its rows."""
+    if sweep is None:
+        return []
+    proc = sweep['proc']
+    if stop:
+        proc.kill()
+    try:
+        proc.wait(timeout=max(0., sweep['cap'] - time.time()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        log('sweep: cut at its cap')
+    os.sched_setaffinity(0, sweep['cores'])
+    rows = batch_sweep.read_rows(sweep['rows'])
+    log(f'sweep: {len(rows)} rows (exit {proc.returncode})\n' + batch_sweep.table(rows), mark='sweep')
+    return rows
+
+
+def sweep_decision(rows, size, shape, minutes, margin=1.1):
+    """(probe rows, compile mode, why) from the sweep's fp32 rows of the training's network at its
+    ``shape`` (num_frame, LR size): the eager rows as ``probe`` gives them, and ``reduce-overhead``
+    where the compiled rows' pick (``choose_batch``) trains ``margin`` times the samples of the eager
+    pick in ``minutes``, less the longest compiled row's seconds (compiling again in the training's
+    process, which the on-disk caches shorten). ([], 'none', why) when the sweep has no eager row."""
+    eager, compiled = (sweep_rows(rows, size, shape, v) for v in ('fp32 eager', 'fp32 compiled'))
+    if not eager:
+        return [], 'none', 'no eager row of this network and shape in the sweep'
+    batch, sps = choose_batch(eager)
+    if not compiled:
+        return eager, 'none', 'no compiled row in the sweep'
+    c_batch, c_sps = choose_batch(compiled)
+    cost = max(r['seconds'] for r in rows if r.get('size') == size and r['variant'] == 'fp32 compiled') / 60
+    gain = c_sps * max(0., minutes - cost) / (sps * minutes)
+    why = (f'compiled batch {c_batch}: {c_sps:.1f} samples/s against eager batch {batch}: {sps:.1f}, '
+           f'{gain:.2f}x the samples in {minutes:.1f} min with {cost * 60:.0f} s of compiling')
+    if gain >= margin:
+        return compiled, 'reduce-overhead', why
+    return eager, 'none', why
+
+
+def sweep_rows(rows, size, shape, variant):
+    """The sweep's rows of ``size`` at ``shape`` (num_frame, LR size) in ``variant`` that ran, as
+    ``probe`` gives its rows: [(batch, samples/s, peak MiB)]."""
+    nan = float('nan')
+    return [(r['batch'], r['samples_per_s'], nan if r['peak_mib'] is None else r['peak_mib']) for r in rows
+            if r.get('size') == size and r['variant'] == variant and not r.get('oom')
+            and (r['num_frame'], r['lr_size']) == shape]
 
 
 def choose_batch(rows, within=0.9):
@@ -491,6 +574,13 @@ def parse_args(argv):
     p.add_argument('--max-frames', type=int, default=None, help='frames a source (dry runs)')
     p.add_argument('--batches', type=int, nargs='+', default=[8, 16, 32, 64] if cuda else [2, 4])
     p.add_argument('--probe-iters', type=int, default=10 if cuda else 1)
+    p.add_argument('--sweep-seconds', type=float, default=150 if cuda else 0,
+                   help='the batch sweep (batch_sweep) starts no row after this, and is ended 30 s later; 0: none '
+                   '(default on a CPU)')
+    p.add_argument('--sweep-args', default='', help='more batch_sweep arguments (dry runs: tiny batches, --backend '
+                   'eager, --variants ...)')
+    p.add_argument('--no-adopt', action='store_true', help='report the sweep only: train with the probe\'s batch, '
+                   'eager')
     p.add_argument('--gt-size', type=int, default=256, help='HR patch (default 256: 64x64 LR, the paper\'s)')
     p.add_argument('--num-frame', type=int, default=8)
     p.add_argument('--lr', type=float, default=None, help='default: the recipe\'s x sqrt(batch / its batch), '
@@ -525,7 +615,13 @@ def prepare_run(args, log):
     log(f'{SIZES[args.model_size]["label"]}: starting from {weights or "the shipped POF alone"}')
     work = Path(args.work) if args.work else Path(args.out).resolve().parent / 'gpu_train_work'
     work.mkdir(parents=True, exist_ok=True)
-    corpus = Path(args.data) if args.data else build_corpus(sources_dir(args), work, log, args.max_frames)
+    sweep = start_sweep(args, work, log)  # on the GPU while the corpus is built on the CPU
+    try:
+        corpus = Path(args.data) if args.data else build_corpus(sources_dir(args), work, log, args.max_frames)
+    except BaseException:
+        end_sweep(sweep, log, stop=True)
+        raise
+    sweep_rows = end_sweep(sweep, log)
     _, held = point_to_corpus({'datasets': {'train': {}}}, corpus)
     if held is None or not (corpus / 'train' / 'meta_info.txt').exists():
         raise FileNotFoundError(f'{corpus}: needs train/ and val/ (or test/) as datasets_lmdb packs them')
@@ -536,32 +632,58 @@ def prepare_run(args, log):
              for label, path in baselines(args.model_size)]
     sha = hashlib.sha256(Path(weights).read_bytes()).hexdigest() if weights else None
     return dict(weights=weights, network_g=network_g, recipe=recipe, work=work, corpus=corpus, held=held,
-                names=names, pool=pool, bases=bases, sha256=sha)
+                names=names, pool=pool, bases=bases, sha256=sha, sweep=sweep_rows)
 
 
-def train_phase(args, ctx, device, out, log):
-    """Probe, size, write the options, train. Returns the run's figures (dict) or None on failure."""
-    info = SIZES[args.model_size]
+def pick_setting(args, ctx, device, log):
+    """(probe rows [(batch, samples/s, peak MiB)], train.compile mode) for the training: the given batch
+    (``--iters`` with one ``--batches``), else the sweep's decision (``sweep_decision``), else ``probe``."""
     if args.iters and len(args.batches) == 1:  # nothing to measure: the size and the batch are given
-        rows = [(args.batches[0], float('nan'), float('nan'))]
-    else:
+        return [(args.batches[0], float('nan'), float('nan'))], 'none'
+    rows, mode = [], 'none'
+    if ctx['sweep'] and not args.no_adopt:
+        rows, mode, why = sweep_decision(ctx['sweep'], args.model_size, (args.num_frame, args.gt_size // 4),
+                                         training_minutes(args, log))
+        log(f'sweep: training {"compiled (reduce-overhead)" if mode != "none" else "eager"}: {why}')
+    if not rows:
         rows = probe(ctx['network_g'], device, args.batches, args.num_frame, args.gt_size // 4, 4, log,
                      args.probe_iters)
     if not rows:
         raise RuntimeError('probe: not even the smallest batch fits')
-    batch, sps = choose_batch(rows)
-    minutes = args.minutes or (args.call_minutes * 60 - log.elapsed() - args.reserve) / 60
-    if minutes < 0.1:
-        raise RuntimeError(f'{minutes * 60:.0f} s left for training: raise --call-minutes or lower --reserve')
-    total, warmup, lr = plan(args, sps, batch, ctx['recipe'], ctx['weights'] is not None, minutes)
-    log(f'plan: batch {batch} ({sps:.1f} samples/s), {minutes:.2f} min -> total_iter {total}, warm-up {warmup}, '
-        f'lr {lr:.2e}', mark='probe')
-    opt = make_options(args, ctx['corpus'], ctx['network_g'], ctx['weights'], batch, (total, warmup, lr), device)
-    ok, its, ckpt, trained = run_training(opt, ctx['work'], out / info['fp32'], minutes, log)
+    return rows, mode
+
+
+def training_minutes(args, log):
+    """``--minutes``, else what the call leaves after ``--reserve``."""
+    return args.minutes or (args.call_minutes * 60 - log.elapsed() - args.reserve) / 60
+
+
+def train_phase(args, ctx, device, out, log):
+    """Pick the setting, size, write the options, train (eager again for the minutes left if a compiled
+    run fails). Returns the run's figures (dict) or None on failure."""
+    info = SIZES[args.model_size]
+    rows, mode = pick_setting(args, ctx, device, log)
+    while True:
+        batch, sps = choose_batch(rows)
+        minutes = training_minutes(args, log)
+        if minutes < 0.1:
+            raise RuntimeError(f'{minutes * 60:.0f} s left for training: raise --call-minutes or lower --reserve')
+        total, warmup, lr = plan(args, sps, batch, ctx['recipe'], ctx['weights'] is not None, minutes)
+        log(f'plan: batch {batch} ({sps:.1f} samples/s), {minutes:.2f} min -> total_iter {total}, warm-up {warmup}, '
+            f'lr {lr:.2e}, train.compile {mode}', mark='probe')
+        opt = make_options(args, ctx['corpus'], ctx['network_g'], ctx['weights'], batch, (total, warmup, lr), device)
+        if mode != 'none':
+            opt['train']['compile'] = mode
+        ok, its, ckpt, trained = run_training(opt, ctx['work'], out / info['fp32'], minutes, log)
+        if ok or mode == 'none':
+            break
+        log('training with train.compile failed: eager for the minutes left')
+        mode = 'none'
+        rows = sweep_rows(ctx['sweep'], args.model_size, (args.num_frame, args.gt_size // 4), 'fp32 eager')
     if not ok:
         return None
     run = dict(label=info['label'], batch=batch, iterations=its, checkpoint=ckpt, minutes=trained, lr=lr,
-               total_iter=total, warmup_iter=warmup, network_g=opt['network_g'],
+               total_iter=total, warmup_iter=warmup, network_g=opt['network_g'], compile=mode,
                start=str(ctx['weights'] or 'pof_x4.pth (POF only)'), sha256=ctx['sha256'],
                probe=[dict(batch=b, samples_per_s=_rounded(s, 2), peak_mib=_rounded(m, 1)) for b, s, m in rows])
     # what a call cut short during scoring still returns; the scored entry replaces it
@@ -589,7 +711,7 @@ def finish(args, ctx, run, out, device_name, log):
         text += f'; release candidate {info["release"]} (fp16) and {info["fp32"]} (fp32) in {out.name}/'
     run['timeline'] = dict(log.marks, done=round(log.elapsed(), 1))
     entry = ledger_entry(args, run, new, device_name, ship)
-    entry.update(verdict=text, baselines=dict(bases), scored=True)
+    entry.update(verdict=text, baselines=dict(bases), scored=True, train_compile=run['compile'], sweep=ctx['sweep'])
     (out / 'ledger.json').write_text(json.dumps(entry, indent=1) + '\n')
     new_label = f'this run: {info["label"]} EMA, {run["iterations"]} iterations'
     probe_rows = '\n'.join(f'| {p["batch"]} | {p["samples_per_s"]} | {p["peak_mib"]} |' for p in run['probe'])
@@ -601,6 +723,8 @@ def finish(args, ctx, run, out, device_name, log):
         f'Start: {run["start"]}; batch {run["batch"]}, lr {run["lr"]:.2e} (warm-up {run["warmup_iter"]}), '
         f'total_iter {run["total_iter"]}, {run["iterations"]} done in {run["minutes"]:.2f} training minutes.', '',
         '| probe batch | samples/s | peak MiB |', '|---|---|---|', probe_rows, '',
+        f'Training: train.compile {run["compile"]}. Batch sweep ({len(ctx["sweep"])} rows; samples/s of training, '
+        'random clips, after warm-up; bf16: autocast):', '', batch_sweep.table(ctx['sweep']), '',
         'Timeline (s since the call started): ' + ', '.join(f'{k} {v}' for k, v in run['timeline'].items())])
     (out / 'gpu_train.md').write_text(md + '\n')
     log('\n' + md)
