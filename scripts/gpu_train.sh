@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call that continues the shipped weights (hoffr_arch/benchmarks/gpu_train.py): corpus built
-# on the device, batch measured, BasicSR training from the shipped fp32 weights with a checkpoint a
-# minute, scored on the held-out sources; at most 9 minutes in all. Never part of CI.
+# on the device while the batch sweep (eager vs CUDA graphs, fp32 vs bf16, at most 3 minutes) runs on the
+# GPU, BasicSR training from the shipped fp32 weights with a checkpoint a minute (compiled where the
+# sweep measured it trains more), scored on the held-out sources; at most 9 minutes in all. Never part of CI.
 #
 #   bash scripts/gpu_train.sh --prepare        # here, online: .whl/ (basicsr, lmdb for Python 3.12)
 #                                              # and datasets/gpu_sources/ (the corpus sources)

@@ -138,6 +138,29 @@ def test_sweep_decision_compiles_only_where_it_trains_more_samples():
     assert gpu_train.sweep_decision([], 's', (8, 64), minutes=4)[0] == []
 
 
+def test_sweep_keeps_going_past_a_failed_row_and_stops_at_its_deadline(tmp_path, monkeypatch):
+    """A variant that fails (a compiler error, out of memory) skips its larger batches, the others run;
+    each row is appended as it ends; no row starts past the deadline."""
+    from hoffr_arch.benchmarks import batch_sweep
+
+    def measure(size, variant, batch, *args):
+        if variant == 'fp32 compiled':
+            raise RuntimeError('no\ncompiler')
+        return dict(size=size, network=batch_sweep.NETWORKS[size][0], variant=variant, batch=batch,
+                    samples_per_s=float(batch), peak_mib=None, seconds=1.0)
+    monkeypatch.setattr(batch_sweep, 'measure', measure)
+    rows = batch_sweep.plan({'s': [1, 2]}, {'s': [1, 2]})
+    assert rows[:3] == [('s', 'fp32 eager', 1), ('s', 'fp32 eager', 2), ('s', 'fp32 compiled', 1)]
+    out = tmp_path / 'rows.jsonl'
+    done = batch_sweep.sweep(rows, torch.device('cpu'), out, 3, 16, 1, deadline=float('inf'))
+    assert [(r['variant'], r['batch']) for r in done] == [
+        ('fp32 eager', 1), ('fp32 eager', 2), ('fp32 compiled', 1), ('bf16 eager', 1), ('bf16 eager', 2),
+        ('bf16 compiled', 1), ('bf16 compiled', 2)]
+    assert done[2]['failed'] == 'RuntimeError: no compiler' and batch_sweep.read_rows(out) == done
+    assert '| HOFFR-S | fp32 compiled | 1 | RuntimeError: no compiler | | |' in batch_sweep.table(done)
+    assert batch_sweep.sweep(rows, torch.device('cpu'), tmp_path / 'none.jsonl', 3, 16, 1, deadline=0) == []
+
+
 def test_bad_weights_are_one_line_and_exit_2(tmp_path):
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'not a checkpoint')

@@ -81,7 +81,8 @@ def measure(size, variant, batch, device, num_frame, lr_size, iters, backend=Non
 
 def sweep(rows, device, out, num_frame, lr_size, iters, deadline, backend=None):
     """Run ``rows`` (``plan``) until ``deadline`` (``time.time()``), appending each to ``out``; a
-    variant that runs out of memory skips its larger batches. Returns the rows measured."""
+    variant that runs out of memory or fails (its row says how) skips its larger batches. Returns the
+    rows run."""
     done, full = [], set()
     for size, variant, batch in rows:
         if time.time() >= deadline:
@@ -92,7 +93,11 @@ def sweep(rows, device, out, num_frame, lr_size, iters, deadline, backend=None):
             row = measure(size, variant, batch, device, num_frame, lr_size, iters, backend)
         except torch.cuda.OutOfMemoryError:
             full.add((size, variant))
-            row = dict(size=size, network=NETWORKS[size][0], variant=variant, batch=batch, oom=True)
+            row = dict(size=size, network=NETWORKS[size][0], variant=variant, batch=batch, failed='out of memory')
+        except Exception as err:  # noqa: BLE001  (a compiler's failure must not end the other rows)
+            full.add((size, variant))
+            row = dict(size=size, network=NETWORKS[size][0], variant=variant, batch=batch,
+                       failed=' '.join(f'{type(err).__name__}: {err}'.split())[:200])
         finally:
             if device.type == 'cuda':
                 torch.cuda.empty_cache()
@@ -114,8 +119,8 @@ def table(rows):
     lines = ['| network | variant | batch | samples/s | peak MiB | row seconds (compile incl.) |',
              '|---|---|---|---|---|---|']
     for r in rows:
-        if r.get('oom'):
-            lines.append(f'| {r["network"]} | {r["variant"]} | {r["batch"]} | out of memory | | |')
+        if r.get('failed'):
+            lines.append(f'| {r["network"]} | {r["variant"]} | {r["batch"]} | {r["failed"]} | | |')
         else:
             lines.append(f'| {r["network"]} | {r["variant"]} | {r["batch"]} | {r["samples_per_s"]:.2f} | '
                          f'{"" if r["peak_mib"] is None else r["peak_mib"]} | {r["seconds"]} |')

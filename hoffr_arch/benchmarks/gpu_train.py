@@ -336,7 +336,8 @@ def sweep_decision(rows, size, shape, minutes, margin=1.1):
     if not compiled:
         return eager, 'none', 'no compiled row in the sweep'
     c_batch, c_sps = choose_batch(compiled)
-    cost = max(r['seconds'] for r in rows if r.get('size') == size and r['variant'] == 'fp32 compiled') / 60
+    cost = max(r['seconds'] for r in rows if r.get('size') == size and r['variant'] == 'fp32 compiled'
+               and not r.get('failed')) / 60
     gain = c_sps * max(0., minutes - cost) / (sps * minutes)
     why = (f'compiled batch {c_batch}: {c_sps:.1f} samples/s against eager batch {batch}: {sps:.1f}, '
            f'{gain:.2f}x the samples in {minutes:.1f} min with {cost * 60:.0f} s of compiling')
@@ -350,7 +351,7 @@ def sweep_rows(rows, size, shape, variant):
     ``probe`` gives its rows: [(batch, samples/s, peak MiB)]."""
     nan = float('nan')
     return [(r['batch'], r['samples_per_s'], nan if r['peak_mib'] is None else r['peak_mib']) for r in rows
-            if r.get('size') == size and r['variant'] == variant and not r.get('oom')
+            if r.get('size') == size and r['variant'] == variant and not r.get('failed')
             and (r['num_frame'], r['lr_size']) == shape]
 
 
