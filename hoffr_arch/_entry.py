@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from . import compat
 from .checkpoint import CheckpointError
 from .data.frame_io import DatasetError
 from .options import OptionsError, check_options, force_yml_entries
@@ -61,6 +62,7 @@ def prepare(argv, is_train):
     except (OptionsError, DatasetError, CheckpointError, KeyError, OSError) as err:
         print(f'error: {str(err).strip(chr(39)) if isinstance(err, KeyError) else err}', file=sys.stderr)
         sys.exit(2)
+    compat.apply_run_fixes()
     sys.argv[1:] = argv
     return str(root)
 

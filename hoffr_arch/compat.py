@@ -4,7 +4,9 @@
 ``hoffr_arch`` (the training entry points, and the DataLoader workers: BasicSR forces the ``spawn``
 start method, and a spawned worker imports our package again when it unpickles one of our datasets
 or re-runs our ``__main__`` module) gets the same fixes. Nothing here edits site-packages: each fix is
-applied at import time and only when the upstream failure is actually present.
+applied only when the upstream failure is actually present; at import only what keeps BasicSR
+importable and its networks as published (``FIXES``); the training pipeline's resume, sampler and
+distributed start (``RUN_FIXES``) only when our entry points run it (``apply_run_fixes``).
 
 Each fix names the upstream failure it works around; ``tests/test_compat.py`` shows each failure
 without the fix. Failures that live in BasicSR's model and dataset classes are fixed in our own
@@ -276,19 +278,29 @@ def _basicvsrpp_alignment_on_cpu():
     return True
 
 
+# at import: what keeps BasicSR importable, and its networks as published, on today's stack
 FIXES = {
     'distutils_on_python_3_12': _distutils_shim,
     'torchvision_functional_tensor': _alias_functional_tensor,
-    'training_resume_sampler_dist': _patch_training,
     'basicvsrpp_alignment_on_cpu': _basicvsrpp_alignment_on_cpu,
+}
+# by our entry points (``hoffr_arch.train``/``test`` through ``_entry.prepare``) before BasicSR's
+# pipelines run: how a training run resumes and starts its processes
+RUN_FIXES = {
+    'training_resume_sampler_dist': _patch_training,
 }
 
 
-def apply():
-    """Apply every fix whose upstream failure is present; idempotent."""
-    for key, fix in FIXES.items():
+def apply(fixes=None):
+    """Apply every fix of ``fixes`` (default ``FIXES``) whose upstream failure is present; idempotent."""
+    for key, fix in (FIXES if fixes is None else fixes).items():
         if key not in _applied and fix():
             _applied.append(key)
+
+
+def apply_run_fixes():
+    """The fixes of BasicSR's training pipeline (``RUN_FIXES``); our entry points call this."""
+    apply(RUN_FIXES)
 
 
 def applied_fixes():

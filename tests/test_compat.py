@@ -42,7 +42,24 @@ def test_fix_is_effective_in_spawned_dataloader_workers(tmp_path):
     assert '[(3, 4, 5), (3, 4, 5)]' in result.stdout
 
 
-def test_resume_state_loads_on_cpu_where_basicsr_needs_cuda(tmp_path):
+@pytest.fixture
+def run_fixes():
+    """The training pipeline's fixes, as our entry points apply them (``_entry.prepare``)."""
+    from hoffr_arch import compat
+    compat.apply_run_fixes()
+    return compat
+
+
+def test_importing_the_package_leaves_basicsr_training_as_it_is():
+    code = ('import hoffr_arch, basicsr.train as t; from hoffr_arch import compat; '
+            'print(t.EnlargedSampler.__name__, "training_resume_sampler_dist" in compat.applied_fixes()); '
+            'compat.apply_run_fixes(); print(t.EnlargedSampler.__name__, t.load_resume_state.__module__)')
+    out = _run(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ['EnlargedSampler', 'False', 'ResumableSampler', 'hoffr_arch.compat']
+
+
+def test_resume_state_loads_on_cpu_where_basicsr_needs_cuda(tmp_path, run_fixes):
     import torch
     from basicsr.utils.options import ordered_yaml  # noqa: F401  (basicsr importable)
     from hoffr_arch import compat
@@ -67,7 +84,7 @@ def test_resume_state_loads_on_cpu_where_basicsr_needs_cuda(tmp_path):
     compat.RESUME_POINT.clear()
 
 
-def test_resumed_sampler_continues_instead_of_replaying():
+def test_resumed_sampler_continues_instead_of_replaying(run_fixes):
     from hoffr_arch import compat
     dataset = list(range(10))
     stock = compat.ORIGINALS['EnlargedSampler'](dataset, 1, 0)
@@ -85,7 +102,7 @@ def test_resumed_sampler_continues_instead_of_replaying():
     assert list(sampler) == list(stock)  # later epochs are whole
 
 
-def test_init_dist_works_on_cpu(monkeypatch):
+def test_init_dist_works_on_cpu(monkeypatch, run_fixes):
     import torch
     import torch.distributed as dist
     from hoffr_arch import compat
