@@ -106,10 +106,10 @@ def test_pof_learns_known_motion_on_real_frame(real_frame):
         loss()[0].backward()
         opt.step()
     last, flows = loss()
-    assert last < 0.5 * first
-    # the learned LR flow points the right way
+    assert last < 0.1 * first  # measured: 0.03 (bedroom frame), 0.04 (made-up texture) of the first
+    # the learned LR flow is the shift (measured (2.01, 1.22) on the bedroom frame, (1.96, 1.02) on the texture)
     mean = flows['lr'][..., 4:-4, 4:-4].mean((-1, -2))[0]
-    assert mean[0] > 0.5 and mean[1] > 0.2
+    assert torch.allclose(mean, torch.tensor([2.0, 1.0]), atol=0.3), mean
 
 
 @pytest.mark.parametrize('base,pairs,pixels,calls', [(base, 8, 32768, 1) for base in UPSAMPLE_BASES] +
