@@ -17,13 +17,15 @@ before ``forward`` batched it over frame pairs (``HOFFR.pof_pairs_per_call`` and
     python -m hoffr_arch.benchmarks.speed --paths [--repeats 5]
 
 ``--paths`` measures the CPU compute paths instead (``hoffr_arch.precision``): one ``HOFFR.step`` with
-explicit state (a continuing frame: the POF runs) at LR ``--height`` x ``--width``, for the default
-HOFFR and HOFFR-S (the shipped starter's size), on fp32 eager, fp32 channels-last, bf16 autocast,
-bf16 autocast + channels-last and ONNX Runtime fp32 (where installed; the exported step). Each path
-is warmed up, then the paths alternate and each figure is the median of ``--repeats``; ratios are
-against fp32 eager in the same run; GFLOP/s from torch's flop counter, as a fraction of this
-machine's fp32 and bf16 ``--matmul`` x ``--matmul`` matmul speed measured in the same run. Then a
-HOFFR-S training step (its recipe's batch, POF frozen) on each torch path, and the
+explicit state (a continuing frame: the POF runs) at LR ``--height`` x ``--width``, for
+the default HOFFR and HOFFR-S (the shipped starter's size; ``--nets`` one of them), on fp32 eager,
+fp32 channels-last, bf16 autocast, bf16 autocast + channels-last, and the exported step
+(``hoffr_arch.export``, where installed) on ONNX Runtime fp32, OpenVINO fp32 and OpenVINO bf16 (its
+precision hint; only where the CPU has native bf16). Each path is warmed up, then the paths
+alternate and each figure is the median of ``--repeats``; ratios are against fp32 eager in the same
+run; GFLOP/s from torch's flop counter, as a fraction of this machine's fp32 and bf16 ``--matmul`` x
+``--matmul`` matmul speed measured in the same run. Then (unless ``--no-train``) a HOFFR-S training
+step (its recipe's batch, POF frozen) on each torch path, and the
 PSNR change of each path against fp32 with the shipped HOFFR-S weights on real frames:
 ``--psnr-data`` (a packed split, e.g. ``datasets/corpus/val``, held out; the default when present),
 else the bundled clip (``hoffr_arch/assets/sam2_01_dog.mp4``, which HOFFR-S trained on: a precision
@@ -145,30 +147,36 @@ def step_flops(net, x, state):
     return counter.get_total_flops()
 
 
-def cpu_paths(timed_bf16, onnx=True):
-    """{name: ComputePath or 'onnxruntime'}: the CPU paths to time (bf16 only if ``timed_bf16``)."""
-    import importlib.util
+def cpu_paths(timed_bf16, onnx=True, ov_bf16=False):
+    """{name: ComputePath, or (graph backend, dtype)}: the CPU paths to time: torch's (bf16 only if
+    ``timed_bf16``), and with ``onnx`` the exported step on ONNX Runtime and OpenVINO in fp32 where
+    installed (OpenVINO bf16 too with ``ov_bf16``: only where the CPU has native bf16)."""
+    from hoffr_arch.backends import installed
     from hoffr_arch.precision import ComputePath
     cpu = torch.device('cpu')
     paths = {'fp32 eager': ComputePath(cpu), 'fp32 channels_last': ComputePath(cpu, channels_last=True)}
     if timed_bf16:
         paths['bf16 autocast'] = ComputePath(cpu, torch.bfloat16)
         paths['bf16 autocast + channels_last'] = ComputePath(cpu, torch.bfloat16, True)
-    if onnx and importlib.util.find_spec('onnxruntime') is not None:
-        paths['onnxruntime fp32'] = 'onnxruntime'
+    if onnx and installed('onnxruntime'):
+        paths['onnxruntime fp32'] = ('onnxruntime', torch.float32)
+    if onnx and installed('openvino'):
+        paths['openvino fp32'] = ('openvino', torch.float32)
+        if ov_bf16:
+            paths['openvino bf16'] = ('openvino', torch.bfloat16)
     return paths
 
 
 def path_step(net, path):
-    """A step callable ``(lq, state) -> (hr, state, deblurred)`` of ``net`` (its own copy) on ``path``."""
+    """A step callable ``(lq, state) -> (hr, state, deblurred)`` of ``net`` (its own copy) on ``path``
+    (the graph backends run ``net``'s export from the temporary cache, ``export.cached_export``)."""
     from hoffr_arch.streaming import OnnxStep, torch_step
-    if path == 'onnxruntime':
-        import tempfile
-        from pathlib import Path
-        from hoffr_arch.export import export
-        onnx_path = Path(tempfile.mkdtemp()) / 'step.onnx'
-        export(net, onnx_path)
-        return OnnxStep(onnx_path)
+    if isinstance(path, tuple):
+        from hoffr_arch.backends import OpenVinoStep
+        from hoffr_arch.export import cached_export
+        backend, dtype = path
+        graph = cached_export(copy.deepcopy(net))
+        return OpenVinoStep(graph, dtype) if backend == 'openvino' else OnnxStep(graph)
     return torch_step(copy.deepcopy(net), path)
 
 
@@ -262,7 +270,7 @@ def train_paths(starter, timed_bf16, repeats):
 
 
 def paths_main(args):
-    """The CPU-paths table (``--paths``): speed of each path for HOFFR and HOFFR-S, PSNR changes."""
+    """The CPU-paths table (``--paths``): speed of each path for ``--nets``, training steps, PSNR changes."""
     from hoffr_arch.infer import load_model, STARTER
     from hoffr_arch.checkpoint import resolve_asset
     from hoffr_arch.precision import cpu_bf16_features
@@ -285,17 +293,19 @@ def paths_main(args):
           + ', '.join(f'{k} {v:.0f}' for k, v in ceilings.items()), flush=True)
     starter = load_model(resolve_asset(STARTER))
     size = (args.height, args.width)
-    for name, net in (('HOFFR', HOFFR().eval()), ('HOFFR-S', starter)):
+    for name in args.nets:
+        net = starter if name == 'HOFFR-S' else HOFFR().eval()
         x = torch.rand(1, 3, *size)
         with torch.inference_mode():
             _, state = net.step(x)
         flops = step_flops(net, x, state)
-        times = time_paths(net, cpu_paths(timed_bf16), size, args.repeats)
+        times = time_paths(net, cpu_paths(timed_bf16, ov_bf16=bool(native)), size, args.repeats)
         print(paths_table(name, net, size, flops, times, ceilings), flush=True)
-    print(train_paths(starter, timed_bf16, args.repeats), flush=True)
+    if not args.no_train:
+        print(train_paths(starter, timed_bf16, args.repeats), flush=True)
     clips = psnr_frames(args.psnr_data)
     where = args.psnr_data or 'the bundled clip (trained on: a precision check)'
-    scores = psnr_changes(starter, cpu_paths(True), clips)
+    scores = psnr_changes(starter, cpu_paths(True, ov_bf16=bool(native)), clips)
     frames = sum(len(lq) for lq, _ in clips)
     print(f'\nPSNR change against fp32 eager, shipped HOFFR-S, {frames} frames of {where} '
           f'(fp32 eager {scores["fp32 eager"]:.3f} dB):')
@@ -334,6 +344,9 @@ def build_parser():
     parser.add_argument('--paths', action='store_true', help='instead: the CPU compute paths table (see above)')
     parser.add_argument('--force-bf16', action='store_true', help='--paths: time bf16 without native bf16')
     parser.add_argument('--matmul', type=int, default=4096, help='--paths: matmul size of the ceilings')
+    parser.add_argument('--nets', nargs='+', choices=['HOFFR', 'HOFFR-S'], default=['HOFFR', 'HOFFR-S'],
+                        help='--paths: the networks to time (default both)')
+    parser.add_argument('--no-train', action='store_true', help='--paths: skip the training-step table')
     parser.add_argument('--psnr-data', default=None, help='--paths: packed split for the PSNR change '
                         '(default: datasets/corpus/val if present, else the bundled clip)')
     return parser
