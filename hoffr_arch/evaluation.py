@@ -8,9 +8,11 @@ ablation, the starter model's card and the comparison with other VSR models (``b
 takes a clip's blurry LR frames and yields its HR frames one by one, so a streaming model is scored
 frame by frame (``streamed(step)``, for the step callables of ``hoffr_arch.streaming``: the network,
 tiled or not, or ONNX Runtime) and a whole-clip model (BasicVSR, ...) yields from its output.
-Scores, all on RGB (BasicSR's ``calculate_psnr``/``calculate_ssim``/tOF): PSNR/SSIM of every frame with
-no border crop (BasicSR's protocol) and of the output and of bicubic upscaling of the blurry input;
-FMA-Net's protocol (the first and last frame of each clip left out, 4-pixel border crop); tOF; the
+Scores, all on RGB, by the protocols of ``hoffr_arch.metrics.protocol`` (which validation uses too):
+PSNR/SSIM of every frame with no border crop (BasicSR's protocol) of the output and of bicubic
+upscaling of the blurry input; FMA-Net's protocol (the first and last frame of each clip left out,
+4-pixel border crop); each the mean over every scored frame (clips weighted by their frames; BasicSR's
+validation weights clips alike); tOF; the
 gain over bicubic of each clip's first frame (which has no previous frame to draw on) and of its
 later frames: the recurrence pays when the second is larger. With the network itself (``net=``),
 also the warping error of its own LR flow on the sharp LR frames against no flow.
@@ -26,11 +28,10 @@ import time
 import numpy as np
 import torch
 
-from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import tensor2img
 from basicsr.utils.matlab_functions import imresize
 from hoffr_arch.metrics.flow_metric import calculate_warp_error
-from hoffr_arch.metrics.tof_metric import calculate_tof
+from hoffr_arch.metrics.protocol import BASICSR, FMA, TOF, ClipScore, mean_over_clips
 
 
 def streamed(step, recur=True):
@@ -49,9 +50,11 @@ def streamed(step, recur=True):
 def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False, pictures=False, pof=None, exposures=None):
     """Scores on ``dataset`` (``VSRDBTestDataset``; ``lq_sharp`` needed for the warping error).
 
-    Returns a dict: 'model' and 'bicubic' (mean PSNR, SSIM over all frames), 'fma' (PSNR, SSIM by
-    FMA-Net's protocol), 'tof' (NaN unless ``tof``: it costs two optical flows a frame),
-    'gain_first' and 'gain_later' (dB over bicubic, averaged over clips), 'per_clip' [(clip, first, later)],
+    Returns a dict: 'model' and 'bicubic' (PSNR, SSIM by BasicSR's protocol), 'fma' (PSNR, SSIM by
+    FMA-Net's), each the mean over every scored frame (``hoffr_arch.metrics.protocol``), 'tof' (mean
+    over clips; NaN unless ``tof``: it costs two optical flows a frame), 'gain_first' and 'gain_later'
+    (dB over bicubic, averaged over clips), 'per_clip' [(clip, first, later)], 'clip_scores'
+    [(clip, {'model'|'bicubic'|'fma': protocol scores, 'frames': {same: frames scored}})],
     'warp_pof' and 'warp_zero' (NaN without ``net``),
     'picture' (bicubic, output, GT of one frame), 'frames' and 'seconds' (the time spent in
     ``run_clip`` alone, synchronised on CUDA), 'frame_gains' [(clip, [dB over bicubic of each frame])];
@@ -61,65 +64,99 @@ def evaluate(run_clip, dataset, scale=4, device='cpu', net=None, tof=False, pict
     ``exposures``, {'<clip>/<frame:08d>': exposure}, by default ``dataset_exposures``).
     """
     device = torch.device(device)
-    scores = {'bicubic': [], 'model': [], 'fma': []}
-    per_clip, warp, tofs, picture, seconds, frames = [], {'pof': [], 'zero': []}, [], None, 0., 0
-    frame_gains, kept = [], []
     if pof is None and getattr(net, 'use_flow', False):
         pof = net.pof
-    keys = []  # (clip, frame index) of each scored frame
-    for index in range(len(dataset)):
-        clip = dataset[index]
-        lq = clip['lq'].to(device)
-        gains, outs, gts = [], [], []
-        with torch.inference_mode():
-            frames_out = iter(run_clip(lq))
-            for i in range(lq.shape[0]):
-                start = time.perf_counter()
-                hr = next(frames_out)
-                if device.type == 'cuda':
-                    torch.cuda.synchronize(device)
-                seconds += time.perf_counter() - start
-                gt = tensor2img(clip['gt'][i])
-                out = tensor2img(hr.float().cpu())
-                bicubic = tensor2img(imresize(clip['lq'][i], scale).clamp(0, 1))
-                scores['model'].append((calculate_psnr(out, gt, 0), calculate_ssim(out, gt, 0)))
-                scores['bicubic'].append((calculate_psnr(bicubic, gt, 0), calculate_ssim(bicubic, gt, 0)))
-                keys.append((clip.get('folder', str(index)), i))
-                if 0 < i < lq.shape[0] - 1:
-                    scores['fma'].append((calculate_psnr(out, gt, 4), calculate_ssim(out, gt, 4)))
-                gains.append(scores['model'][-1][0] - scores['bicubic'][-1][0])
-                if tof:
-                    outs.append(out)
-                    gts.append(gt)
-                if picture is None and i == lq.shape[0] // 2:
-                    picture = (bicubic, out, gt)
-                if pictures and i == lq.shape[0] // 2:
-                    kept.append(dict(clip=clip.get('folder', str(index)), index=i, frames=lq.shape[0], bicubic=bicubic,
-                                     output=out, gt=gt, lq=clip['lq'][i - 1:i + 1] if i else None, flow=None))
-                    if i and pof is not None:  # the POF on that one pair (the network's own first stage)
-                        kept[-1]['flow'] = pof(lq[i - 1:i], lq[i:i + 1])['lr'][0].float().cpu()
+    clips = []
+    with torch.inference_mode():
+        for index in range(len(dataset)):
+            clip = dataset[index]
+            lq = clip['lq'].to(device)
+            scored = score_clip(run_clip, clip, lq, scale, device, tof)
+            scored['name'] = clip.get('folder', str(index))
+            if pictures:
+                scored['middle'].update(clip=scored['name'], **middle_pair(clip, lq, scored['middle']['index'], pof))
             if net is not None and 'lq_sharp' in clip and lq.shape[0] > 1:
-                # the POF alone on the blurry pairs, as the network runs it (not a second full pass)
-                flow = net.pof(lq[:-1], lq[1:])['lr']
-                sharp = clip['lq_sharp'].to(device)
-                warp['pof'].append(calculate_warp_error(sharp[:-1], sharp[1:], flow))
-                warp['zero'].append(calculate_warp_error(sharp[:-1], sharp[1:], torch.zeros_like(flow)))
-        frames += lq.shape[0]
-        if tof:
-            tofs.append(calculate_tof(outs, gts))
-        frame_gains.append((clip.get('folder', str(index)), gains))
-        per_clip.append((clip.get('folder', str(index)), gains[0],
-                         float(np.mean(gains[1:])) if len(gains) > 1 else float('nan')))
-    result = {k: tuple(np.mean(v, axis=0)) if v else (float('nan'), float('nan')) for k, v in scores.items()}
-    result.update(gain_first=float(np.mean([c[1] for c in per_clip])),
-                  gain_later=float(np.nanmean([c[2] for c in per_clip])), per_clip=per_clip,
-                  tof=float(np.mean(tofs)) if tofs else float('nan'), frames=frames, seconds=seconds,
-                  warp_pof=float(np.mean(warp['pof'])) if warp['pof'] else float('nan'),
-                  warp_zero=float(np.mean(warp['zero'])) if warp['zero'] else float('nan'), picture=picture,
-                  frame_gains=frame_gains)
+                scored['warp'] = warp_errors(net, lq, clip['lq_sharp'].to(device))
+            clips.append(scored)
+    result = summarise(clips)
     if pictures:
-        result['pictures'] = kept
-    result.update(group_scores(scores, keys, dataset_exposures(dataset) if exposures is None else exposures))
+        result['pictures'] = [c['middle'] for c in clips]
+    keys = [(c['name'], i) for c in clips for i in range(len(c['gains']))]  # (clip, frame index) of each frame
+    frame_scores = {k: [v for c in clips for v in c['frame_scores'][k]] for k in ('model', 'bicubic')}
+    result.update(group_scores(frame_scores, keys, dataset_exposures(dataset) if exposures is None else exposures))
+    return result
+
+
+def score_clip(run_clip, clip, lq, scale, device, tof):
+    """One clip through ``run_clip``, each HR frame scored as it comes (``hoffr_arch.metrics.protocol``):
+    ``lq`` is ``clip['lq']`` (t, c, h, w) on ``device``. Returns {'scores': {'model'|'bicubic'|'fma'
+    (|'tof'): clip scores}, 'frames': {same: frames scored}, 'frame_scores': {'model'|'bicubic':
+    [(PSNR, SSIM) of each frame]}, 'gains' [dB over bicubic of each frame], 'seconds' (in ``run_clip``),
+    'middle': {'index', 'frames', 'bicubic', 'output', 'gt'} (the middle frame's images)}."""
+    t = lq.shape[0]
+    scorers = {'model': ClipScore(BASICSR.metrics, t), 'bicubic': ClipScore(BASICSR.metrics, t),
+               'fma': ClipScore(FMA.metrics, t, FMA.skip_border_frames), **({'tof': ClipScore(TOF, t)} if tof else {})}
+    frame_scores, seconds, middle = {'model': [], 'bicubic': []}, 0., None
+    frames_out = iter(run_clip(lq))
+    for i in range(t):
+        start = time.perf_counter()
+        hr = next(frames_out)
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - start
+        gt, out = tensor2img(clip['gt'][i]), tensor2img(hr.float().cpu())
+        bicubic = tensor2img(imresize(clip['lq'][i], scale).clamp(0, 1))
+        for what, img in (('model', out), ('bicubic', bicubic)):
+            found = scorers[what].add(img, gt)
+            frame_scores[what].append((found['psnr'], found['ssim']))
+        for what in ('fma', 'tof'):
+            if what in scorers:
+                scorers[what].add(out, gt)
+        if i == t // 2:
+            middle = dict(index=i, frames=t, bicubic=bicubic, output=out, gt=gt)
+    gains = [m[0] - b[0] for m, b in zip(frame_scores['model'], frame_scores['bicubic'])]
+    return dict(scores={k: s.result() for k, s in scorers.items()}, frames={k: s.frames for k, s in scorers.items()},
+                frame_scores=frame_scores, gains=gains, seconds=seconds, middle=middle)
+
+
+def middle_pair(clip, lq, i, pof):
+    """The LR pair ending at frame ``i`` of ``clip`` ('lq', (2, c, h, w) on the CPU; None for a first
+    frame) and the LR flow of ``pof`` (the network's first stage) on it ('flow', (2, h, w); None
+    without ``pof``); ``lq`` is ``clip['lq']`` on the device."""
+    flow = pof(lq[i - 1:i], lq[i:i + 1])['lr'][0].float().cpu() if i and pof is not None else None
+    return {'lq': clip['lq'][i - 1:i + 1] if i else None, 'flow': flow}
+
+
+def warp_errors(net, lq, sharp):
+    """(POF, zero flow) warping errors on the sharp LR frames ``sharp`` (t, c, h, w) of the flow the
+    network's POF finds on the blurry pairs of ``lq`` (t, c, h, w), as the network runs it."""
+    flow = net.pof(lq[:-1], lq[1:])['lr']
+    return (calculate_warp_error(sharp[:-1], sharp[1:], flow),
+            calculate_warp_error(sharp[:-1], sharp[1:], torch.zeros_like(flow)))
+
+
+def _mean(values):
+    return float(np.mean(values)) if len(values) else float('nan')
+
+
+def summarise(clips):
+    """``evaluate``'s dataset-wide figures from the ``score_clip`` results of its clips (with 'name',
+    and 'warp' where measured): PSNR/SSIM weighted by the frames each clip scored, the rest by clip."""
+    result = {}
+    for what in ('model', 'bicubic', 'fma'):
+        means = mean_over_clips([c['scores'][what] for c in clips], [c['frames'][what] for c in clips])
+        result[what] = (means['psnr'], means['ssim']) if means else (float('nan'), float('nan'))
+    per_clip = [(c['name'], c['gains'][0], _mean(c['gains'][1:])) for c in clips]
+    warps = [c['warp'] for c in clips if 'warp' in c]
+    result.update(
+        tof=mean_over_clips([c['scores']['tof'] for c in clips if 'tof' in c['scores']]).get('tof', float('nan')),
+        gain_first=_mean([c[1] for c in per_clip]),
+        gain_later=float(np.nanmean([c[2] for c in per_clip])) if per_clip else float('nan'),
+        per_clip=per_clip, frames=sum(len(c['gains']) for c in clips), seconds=sum(c['seconds'] for c in clips),
+        warp_pof=_mean([w[0] for w in warps]), warp_zero=_mean([w[1] for w in warps]),
+        picture=tuple(clips[0]['middle'][k] for k in ('bicubic', 'output', 'gt')) if clips else None,
+        frame_gains=[(c['name'], c['gains']) for c in clips],
+        clip_scores=[(c['name'], {'frames': c['frames'], **c['scores']}) for c in clips])
     return result
 
 
@@ -190,16 +227,27 @@ def exposure_table(rows):
     return lines
 
 
-def test_dataset(root, name='heldout'):
-    """The ``VSRDBTestDataset`` of a packed split folder (sharp.lmdb, blur_bicubic.lmdb[, sharp_bicubic.lmdb])."""
+def split_options(root, name='heldout', lq_sharp=None, meta_info=False):
+    """BasicSR dataset options reading the packed split folder ``root`` (as ``datasets_lmdb`` writes it:
+    sharp.lmdb the GT, blur_bicubic.lmdb the LR input, sharp_bicubic.lmdb the sharp LR frames,
+    meta_info.txt): its name, roots and LMDB backend; ``lq_sharp``: with the sharp LR frames (None:
+    when the split has them); ``meta_info``: with its clip list. Dataset-specific keys are the caller's."""
     from pathlib import Path
-    from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
     root = Path(root)
     opt = {'name': name, 'dataroot_gt': str(root / 'sharp.lmdb'), 'dataroot_lq': str(root / 'blur_bicubic.lmdb'),
            'io_backend': {'type': 'lmdb'}}
-    if (root / 'sharp_bicubic.lmdb').exists():
+    if lq_sharp or (lq_sharp is None and (root / 'sharp_bicubic.lmdb').exists()):
         opt['dataroot_lq_sharp'] = str(root / 'sharp_bicubic.lmdb')
-    return VSRDBTestDataset(opt)
+    if meta_info:
+        opt['meta_info_file'] = str(root / 'meta_info.txt')
+    return opt
+
+
+def test_dataset(root, name='heldout'):
+    """The ``VSRDBTestDataset`` of a packed split folder (``split_options``, with the sharp LR frames
+    when it has them)."""
+    from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
+    return VSRDBTestDataset(split_options(root, name))
 
 
 def report(result):
@@ -215,13 +263,10 @@ def report(result):
     return lines
 
 
-def main(argv=None):
-    from pathlib import Path
-    from hoffr_arch import report as html_report
-    from hoffr_arch.infer import InferError, add_model_arguments, load_model_from_args
-    from hoffr_arch.data.frame_io import DatasetError
-    from hoffr_arch.precision import CHOICES, choose
-    from hoffr_arch.streaming import TiledStep, overlap_size, tile_size, torch_step
+def parse_args(argv=None):
+    from hoffr_arch.infer import add_model_arguments
+    from hoffr_arch.precision import CHOICES
+    from hoffr_arch.streaming import overlap_size, tile_size
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument('--data', required=True, help='packed split folder (sharp.lmdb, blur_bicubic.lmdb, ...)')
@@ -233,7 +278,47 @@ def main(argv=None):
     parser.add_argument('--dtype', choices=CHOICES, default='auto', help='compute path, as infer --dtype')
     parser.add_argument('--report', metavar='DIR', help='also write an offline HTML report there (scores with tOF, '
                         'per-frame gains, crops, flow; hoffr_arch.report)')
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def print_result(result, data, clips):
+    """What ``evaluate`` found on the split ``data`` of ``clips`` clips: per clip, overall, by exposure."""
+    print(f'{data}: {clips} clips')
+    for clip, first, later in result['per_clip']:
+        print(f'  {clip}: first frame {first:+.2f} dB, later frames {later:+.2f} dB over bicubic')
+    print('\n'.join(report(result)))
+    print('\n'.join(group_table(result['by_clip'], 'clip')))
+    if result['by_exposure']:
+        print('by exposure (frame intervals, as synth --exposure):')
+        print('\n'.join(group_table(result['by_exposure'], 'exposure')))
+
+
+def other_runs(result, step, dataset, scale, device, no_recurrence=False, tile=0, tile_overlap=16):
+    """The network's ``step`` scored again: with nothing carried between frames (``no_recurrence``) and on
+    ``tile`` x ``tile`` LR tiles; each printed against ``result`` (the run as it is), which takes them as
+    'no_recurrence' and 'tiled'."""
+    from hoffr_arch.streaming import TiledStep
+    if no_recurrence:
+        alone = evaluate(streamed(step, recur=False), dataset, scale, device)
+        print(f'every frame as a first frame (nothing carried): {alone["model"][0]:.3f} dB, later frames '
+              f'{alone["gain_later"]:+.2f} dB over bicubic; carrying the previous output adds '
+              f'{result["gain_later"] - alone["gain_later"]:+.2f} dB to the later frames')
+        result['no_recurrence'] = alone
+    if tile:
+        tiled = evaluate(streamed(TiledStep(step, scale, tile, tile_overlap)), dataset, scale, device)
+        print(f'tiles {tile} (overlap {tile_overlap}): {tiled["model"][0]:.3f} dB vs whole frames '
+              f'{result["model"][0]:.3f} dB ({tiled["model"][0] - result["model"][0]:+.3f} dB)')
+        result['tiled'] = tiled
+
+
+def main(argv=None):
+    from pathlib import Path
+    from hoffr_arch import report as html_report
+    from hoffr_arch.infer import InferError, load_model_from_args
+    from hoffr_arch.data.frame_io import DatasetError
+    from hoffr_arch.precision import choose
+    from hoffr_arch.streaming import torch_step
+    args = parse_args(argv)
     try:
         if args.report:
             html_report.check_dir(args.report)
@@ -246,26 +331,9 @@ def main(argv=None):
         return 2
     result = evaluate(streamed(torch_step(net, path)), dataset, net.scale, args.device, net=net,
                       tof=bool(args.report), pictures=bool(args.report))
-    print(f'{args.data}: {len(dataset)} clips')
-    for clip, first, later in result['per_clip']:
-        print(f'  {clip}: first frame {first:+.2f} dB, later frames {later:+.2f} dB over bicubic')
-    print('\n'.join(report(result)))
-    print('\n'.join(group_table(result['by_clip'], 'clip')))
-    if result['by_exposure']:
-        print('by exposure (frame intervals, as synth --exposure):')
-        print('\n'.join(group_table(result['by_exposure'], 'exposure')))
-    if args.no_recurrence:
-        alone = evaluate(streamed(torch_step(net, path), recur=False), dataset, net.scale, args.device)
-        print(f'every frame as a first frame (nothing carried): {alone["model"][0]:.3f} dB, later frames '
-              f'{alone["gain_later"]:+.2f} dB over bicubic; carrying the previous output adds '
-              f'{result["gain_later"] - alone["gain_later"]:+.2f} dB to the later frames')
-        result['no_recurrence'] = alone
-    if args.tile:
-        tiled = evaluate(streamed(TiledStep(torch_step(net, path), net.scale, args.tile, args.tile_overlap)), dataset,
-                         net.scale, args.device)
-        print(f'tiles {args.tile} (overlap {args.tile_overlap}): {tiled["model"][0]:.3f} dB vs whole frames '
-              f'{result["model"][0]:.3f} dB ({tiled["model"][0] - result["model"][0]:+.3f} dB)')
-        result['tiled'] = tiled
+    print_result(result, args.data, len(dataset))
+    other_runs(result, torch_step(net, path), dataset, net.scale, args.device, args.no_recurrence, args.tile,
+               args.tile_overlap)
     if args.report:
         name = Path(args.model).name if args.model else 'HOFFR-S (shipped)'
         runs = [(name, result)] + [(f'{name}, {what}', result[key]) for key, what in (

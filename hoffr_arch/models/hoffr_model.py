@@ -22,22 +22,20 @@ from contextlib import nullcontext
 from copy import deepcopy
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import distributed as dist
 
 from basicsr.losses import build_loss
-from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.archs import build_network
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import get_dist_info, master_only
-from basicsr.utils.registry import METRIC_REGISTRY, MODEL_REGISTRY
+from basicsr.utils.registry import MODEL_REGISTRY
 
+from hoffr_arch.metrics.protocol import clip_scores, mean_over_clips
 from hoffr_arch.precision import ComputePath, compile_option, compile_recurrent_step, cpu_bf16_features
 from .run_safety import RunSafetyMixin
 
-CLIP_METRICS = ('calculate_tof', )  # metrics computed on whole clips, not per frame
 # what a loss may take at each iteration: the HR output (n, t, c, H, W), the sharp HR frames, the
 # blurry and sharp LR frames (n, t, c, h, w), the deblurred LR frames, the POF's flows (dict per scale)
 LOSS_INPUTS = ('output', 'gt', 'lq', 'lq_sharp', 'deblurred', 'flows')
@@ -182,22 +180,6 @@ class HOFFRModel(RunSafetyMixin, SRModel):
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         self._validate(dataloader, current_iter, tb_logger, save_img)
 
-    def _clip_metrics(self, outputs, gts):
-        """Per-frame metrics averaged over the clip (FMA-Net: ``skip_border_frames``), and clip metrics."""
-        val_opt = self.opt['val']
-        skip = int(val_opt.get('skip_border_frames', 0))
-        keep = range(skip, len(outputs) - skip) if len(outputs) > 2 * skip else range(len(outputs))
-        values = {}
-        for name, metric_opt in (val_opt.get('metrics') or {}).items():
-            metric_opt = {k: v for k, v in metric_opt.items() if k != 'better'}
-            if metric_opt['type'] in CLIP_METRICS:
-                fn = METRIC_REGISTRY.get(metric_opt.pop('type'))
-                values[name] = fn([outputs[i] for i in keep], [gts[i] for i in keep], **metric_opt)
-            else:
-                values[name] = float(np.mean([calculate_metric({'img': outputs[i], 'img2': gts[i]}, metric_opt)
-                                              for i in keep]))
-        return values
-
     def _validate(self, dataloader, current_iter, tb_logger, save_img):
         dataset = dataloader.dataset
         name = dataset.opt['name']
@@ -219,8 +201,9 @@ class HOFFRModel(RunSafetyMixin, SRModel):
                 folder = Path(self.opt['path']['visualization']) / name / clip
                 for i, img in enumerate(outputs):
                     imwrite(img, str(folder / f'{i:08d}_{suffix}.png'))
-            if with_metrics and gts is not None:
-                per_clip[clip] = self._clip_metrics(outputs, gts)
+            if with_metrics and gts is not None:  # hoffr_arch.metrics.protocol: FMA-Net's with skip_border_frames
+                per_clip[clip] = clip_scores(outputs, gts, self.opt['val']['metrics'],
+                                             self.opt['val'].get('skip_border_frames', 0))
             del self.lq, self.output
             if hasattr(self, 'gt'):
                 del self.gt
@@ -229,8 +212,7 @@ class HOFFRModel(RunSafetyMixin, SRModel):
             dist.all_gather_object(gathered, per_clip)
             per_clip = {k: v for part in gathered for k, v in part.items()}
         if with_metrics and rank == 0 and per_clip:
-            names = list(next(iter(per_clip.values())))
-            self.metric_results = {m: float(np.mean([v[m] for v in per_clip.values()])) for m in names}
+            self.metric_results = mean_over_clips(per_clip.values())
             for metric, value in self.metric_results.items():
                 self._update_best_metric_result(name, metric, value, current_iter)
             self._log_validation_metric_values(current_iter, name, tb_logger)
