@@ -5,9 +5,9 @@
 Variants (everything else is ``options/demo/train_demo.yml``):
 - ``pretrained``: the shipped self-supervised ``pof_x4.pth``, frozen (the demo as it is);
 - ``pretrained-joint``: the same POF trained on with the rest, with the warping loss (``FlowWarpLoss``,
-  0.01) of earlier versions;
+  0.01);
 - ``zero-init``: the POF starts at zero motion (``pof_path: ~``) and learns only in joint training,
-  with that warping loss (the recipe of earlier versions);
+  with that warping loss;
 - ``no-flow``: no alignment at all: the previous output recurs unwarped (``use_flow: false``);
 - ``recurrent-base`` / ``deblurred-base``: the demo with ``network_g.upsample_base`` set so;
 - ``clips-10``: training clips of 10 frames instead of 5 (nine frames of history a sample for the
@@ -68,7 +68,7 @@ def variant_options(base, name, changes, iters):
     return opt
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--variants', nargs='+', default=['pretrained', 'zero-init', 'no-flow'], choices=VARIANTS)
     parser.add_argument('--opt', default=None, help='base options (default: options/demo/train_demo.yml)')
@@ -76,40 +76,34 @@ def main(argv=None):
     parser.add_argument('--out', default='benchmark_results/ablation')
     parser.add_argument('--reuse', action='store_true',
                         help='score a variant already trained (its net_g_latest.pth exists) without training it again')
-    args = parser.parse_args(argv)
-    root = project_root()
-    base = Path(args.opt or root / 'options' / 'demo' / 'train_demo.yml')
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    lmdb_root = build_data(root / 'datasets' / 'demo')
-    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    rows = []
-    for name in args.variants:
-        opt = variant_options(base, name, VARIANTS[name], args.iters)
-        path = out / f'{name}.yml'
-        weights = root / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'
-        if args.reuse and weights.exists():
-            minutes = float('nan')
-        else:
-            path.write_text(yaml.safe_dump(opt, sort_keys=False))
-            print(f'training {name} ...', flush=True)
-            start = time.time()
-            with open(out / f'{name}.log', 'w') as log:
-                proc = subprocess.run([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(path)], stdout=log,
-                                      stderr=subprocess.STDOUT, env=dict(os.environ, HOFFR_ROOT=str(root)))
-            if proc.returncode:
-                print(f'error: training {name} failed (exit {proc.returncode}); see {out / name}.log', file=sys.stderr)
-                return 1
-            minutes = (time.time() - start) / 60
-        r = evaluate(opt, weights, lmdb_root, device)
-        rows.append({'variant': name, 'iterations': opt['train']['total_iter'], 'psnr': r['model'][0],
-                     'ssim': r['model'][1], 'bicubic_psnr': r['bicubic'][0],
-                     'gain_first': r['gain_first'], 'gain_later': r['gain_later'],
-                     'warp_ratio': r['warp_pof'] / r['warp_zero'], 'train_minutes': minutes})
-        print(f"  {name}: PSNR {r['model'][0]:.2f} dB ({minutes:.1f} min)", flush=True)
+    return parser.parse_args(argv)
+
+
+def train_variant(name, opt, out, root, reuse=False):
+    """Trains variant ``name`` (options ``opt``) through BasicSR's runner in its own process, logged to
+    ``out/<name>.log``; ``reuse``: not when its weights exist. Returns (weights, training minutes: NaN
+    when reused), or None when training failed (said on stderr)."""
+    weights = root / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth'
+    if reuse and weights.exists():
+        return weights, float('nan')
+    path = out / f'{name}.yml'
+    path.write_text(yaml.safe_dump(opt, sort_keys=False))
+    print(f'training {name} ...', flush=True)
+    start = time.time()
+    with open(out / f'{name}.log', 'w') as log:
+        proc = subprocess.run([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(path)], stdout=log,
+                              stderr=subprocess.STDOUT, env=dict(os.environ, HOFFR_ROOT=str(root)))
+    if proc.returncode:
+        print(f'error: training {name} failed (exit {proc.returncode}); see {out / name}.log', file=sys.stderr)
+        return None
+    return weights, (time.time() - start) / 60
+
+
+def write_table(rows, out, heading):
+    """The rows as a Markdown table under ``heading`` (``out/ablation.md``) and as ``out/ablation.csv``."""
     head = ('| variant | iterations | PSNR | SSIM | gain over bicubic, first frames | later frames | recurrence adds | '
             'POF warp error / no flow | training min |')
-    lines = [f'Demo data, held-out clips, seed {opt["manual_seed"]}, {device}', '', head, '|' + '---|' * 9]
+    lines = [heading, '', head, '|' + '---|' * 9]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
                      f"{r['gain_first']:+.2f} | {r['gain_later']:+.2f} | {r['gain_later'] - r['gain_first']:+.2f} | "
@@ -120,7 +114,31 @@ def main(argv=None):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(table)
+    return table
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    root = project_root()
+    base = Path(args.opt or root / 'options' / 'demo' / 'train_demo.yml')
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    lmdb_root = build_data(root / 'datasets' / 'demo')
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    rows = []
+    for name in args.variants:
+        opt = variant_options(base, name, VARIANTS[name], args.iters)
+        trained = train_variant(name, opt, out, root, args.reuse)
+        if trained is None:
+            return 1
+        weights, minutes = trained
+        r = evaluate(opt, weights, lmdb_root, device)
+        rows.append({'variant': name, 'iterations': opt['train']['total_iter'], 'psnr': r['model'][0],
+                     'ssim': r['model'][1], 'bicubic_psnr': r['bicubic'][0],
+                     'gain_first': r['gain_first'], 'gain_later': r['gain_later'],
+                     'warp_ratio': r['warp_pof'] / r['warp_zero'], 'train_minutes': minutes})
+        print(f"  {name}: PSNR {r['model'][0]:.2f} dB ({minutes:.1f} min)", flush=True)
+    print(write_table(rows, out, f'Demo data, held-out clips, seed {opt["manual_seed"]}, {device}'))
     return 0
 
 

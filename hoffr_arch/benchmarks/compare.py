@@ -48,16 +48,18 @@ from torch.nn import functional as F
 
 MODELS = ('HOFFR', 'BasicVSR', 'IconVSR', 'BasicVSRPlusPlus', 'EDVR', 'bicubic')
 CHOICES = MODELS + ('HOFFR-S',)  # HOFFR-S: the starter model's size and recipe (train_HOFFR_S_x4.yml)
-HOFFR_S_YML = Path(__file__).resolve().parents[2] / 'options' / 'train' / 'train_HOFFR_S_x4.yml'
+# models whose network and training recipe are a training YAML's (HOFFR-S: the starter model's)
+RECIPE_FILES = {'HOFFR-S': Path(__file__).resolve().parents[2] / 'options' / 'train' / 'train_HOFFR_S_x4.yml'}
+RECIPE_KEYS = ('optim_g', 'ema_decay', 'losses', 'sr_opt', 'db_opt', 'flow_opt', 'flow_lr_mul')  # taken from one
 
 
-def _hoffr_s_recipe():
-    """network_g and train of the HOFFR-S YAML (the starter model's recipe), from the checkout."""
-    if not HOFFR_S_YML.exists():
-        raise SystemExit(f'error: {HOFFR_S_YML}: HOFFR-S needs the options/ folder of a source checkout')
-    with open(HOFFR_S_YML) as f:
-        opt = yaml.safe_load(f)
-    return dict(opt['network_g']), dict(opt['train'])
+def _recipe_file(name):
+    """The options of a model whose size and recipe come from a training YAML (``RECIPE_FILES``)."""
+    from hoffr_arch.options import load_yaml
+    path = RECIPE_FILES[name]
+    if not path.exists():
+        raise SystemExit(f'error: {path}: {name} needs the options/ folder of a source checkout')
+    return load_yaml(path)
 
 
 NETWORKS = {
@@ -69,6 +71,18 @@ NETWORKS = {
     'EDVR': {'type': 'EDVR', 'num_feat': 64, 'num_frame': 5, 'deformable_groups': 8, 'num_extract_block': 5,
              'num_reconstruct_block': 10, 'with_predeblur': True, 'with_tsa': True},
 }
+CHARBONNIER = {'pixel_opt': {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'reduction': 'mean'}}
+# how each network type trains in the equal-budget runs: BasicSR's model for it, its losses, what its
+# training data adds ('lq_sharp': the sharp LR frames HOFFR's losses read); other types as DEFAULT_RECIPE
+RECIPES = {
+    'HOFFR': {'model_type': 'HOFFRModel', 'lq_sharp': True,
+              'train': {'sr_opt': {'type': 'SRLoss', 'criterion': 'charbonnier'},
+                        'db_opt': {'type': 'DBLoss', 'criterion': 'charbonnier'},
+                        'flow_opt': {'type': 'FlowWarpLoss', 'loss_weight': 0.1, 'criterion': 'charbonnier',
+                                     'level_weights': {'half': 0.1, 'lr': 0.2, 'hr': 1.0}}}},
+    'EDVR': {'model_type': 'EDVRModel', 'train': CHARBONNIER, 'dataset': {'num_frame': 5, 'center_gt': True}},
+}
+DEFAULT_RECIPE = {'model_type': 'VideoRecurrentModel', 'train': CHARBONNIER}
 SPYNET_MODELS = ('BasicVSR', 'IconVSR', 'BasicVSRPlusPlus')
 MIN_SIZE = 64  # SpyNet and BasicVSR++ need LR frames of at least 64 pixels; smaller ones are padded
 
@@ -166,41 +180,40 @@ def evaluate(name, data_opt, device, network_opt=None, ckpt=None, max_frames=Non
             'by_exposure': result['by_exposure'], **({'result': result} if report else {})}
 
 
+def recipe(name, network_opt):
+    """How model ``name`` (network options ``network_opt``) trains: {'model_type', 'train' (options over
+    the common ones; a 'scheduler' entry updates the common schedule), 'dataset' (changes), 'lq_sharp'}:
+    its recipe file's (``RECIPE_FILES``), else its network type's (``RECIPES``)."""
+    if name not in RECIPE_FILES:
+        return dict(RECIPES.get(network_opt['type'], DEFAULT_RECIPE))
+    own = _recipe_file(name)
+    train = {k: own['train'][k] for k in RECIPE_KEYS if k in own['train']}
+    train['scheduler'] = {'eta_min': own['train']['scheduler']['eta_min']}
+    return {'model_type': own['model_type'], 'train': train,
+            'lq_sharp': bool(own['datasets']['train'].get('dataroot_lq_sharp'))}
+
+
 def _train_yaml(name, network_opt, train_root, iters, batch, gt_size, num_frame, out, constant_lr=False):
-    """BasicSR options training ``name`` on ``train_root`` (no validation: that is this benchmark);
-    ``constant_lr`` for a time budget, whose number of iterations is not known in advance."""
-    dataset = {'name': 'bench_train', 'type': 'VSRDBRecurrentDataset',
-               'dataroot_gt': str(train_root / 'sharp.lmdb'), 'dataroot_lq': str(train_root / 'blur_bicubic.lmdb'),
-               'meta_info_file': str(train_root / 'meta_info.txt'), 'io_backend': {'type': 'lmdb'},
-               'num_frame': num_frame, 'gt_size': gt_size, 'interval_list': [1], 'random_reverse': False,
-               'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0, 'batch_size_per_gpu': batch,
-               'dataset_enlarge_ratio': 100, 'prefetch_mode': None}
+    """BasicSR options training ``name`` on ``train_root`` (no validation: that is this benchmark) by its
+    ``recipe``; ``constant_lr`` for a time budget, whose number of iterations is not known in advance."""
+    from hoffr_arch.evaluation import split_options
+    how = recipe(name, network_opt)
+    dataset = dict(split_options(train_root, 'bench_train', lq_sharp=how.get('lq_sharp', False), meta_info=True),
+                   type='VSRDBRecurrentDataset', num_frame=num_frame, gt_size=gt_size, interval_list=[1],
+                   random_reverse=False, use_hflip=True, use_rot=True, num_worker_per_gpu=0, batch_size_per_gpu=batch,
+                   dataset_enlarge_ratio=100, prefetch_mode=None)
+    dataset.update(how.get('dataset', {}))
     # pretrained flow networks (HOFFR's POF, the SpyNets) learn 8x slower, as BasicVSR's recipe has it
     train = {'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]}, 'total_iter': iters, 'warmup_iter': -1,
              'flow_lr_mul': 0.125,
              'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [iters], 'restart_weights': [1],
                            'eta_min': 1e-7}}
-    if name == 'HOFFR-S':
-        model = 'HOFFRModel'
-        dataset['dataroot_lq_sharp'] = str(train_root / 'sharp_bicubic.lmdb')
-        own = _hoffr_s_recipe()[1]
-        train.update({k: own[k] for k in ('optim_g', 'ema_decay', 'sr_opt', 'db_opt', 'flow_lr_mul') if k in own})
-        train['scheduler'] = dict(train['scheduler'], eta_min=own['scheduler']['eta_min'])
-    elif name == 'HOFFR':
-        model = 'HOFFRModel'
-        dataset['dataroot_lq_sharp'] = str(train_root / 'sharp_bicubic.lmdb')
-        train.update(sr_opt={'type': 'SRLoss', 'criterion': 'charbonnier'},
-                     db_opt={'type': 'DBLoss', 'criterion': 'charbonnier'},
-                     flow_opt={'type': 'FlowWarpLoss', 'loss_weight': 0.1, 'criterion': 'charbonnier',
-                               'level_weights': {'half': 0.1, 'lr': 0.2, 'hr': 1.0}})
-    else:
-        model = 'EDVRModel' if name == 'EDVR' else 'VideoRecurrentModel'
-        train['pixel_opt'] = {'type': 'CharbonnierLoss', 'loss_weight': 1.0, 'reduction': 'mean'}
-        if name == 'EDVR':
-            dataset.update(num_frame=5, center_gt=True)
+    own = dict(how['train'])
+    train['scheduler'].update(own.pop('scheduler', {}))
+    train.update(own)
     if constant_lr:
         train['scheduler'] = {'type': 'MultiStepRestartLR', 'milestones': [iters], 'gamma': 1.0}
-    opt = {'name': f'bench_{name}', 'model_type': model, 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
+    opt = {'name': f'bench_{name}', 'model_type': how['model_type'], 'scale': 4, 'num_gpu': 'auto', 'manual_seed': 0,
            'datasets': {'train': dataset}, 'network_g': network_opt, 'path': {'pretrain_network_g': None},
            'train': train, 'logger': {'print_freq': max(iters // 10, 1), 'save_checkpoint_freq': iters,
                                       'use_tb_logger': False}}
@@ -328,8 +341,8 @@ def write_outputs(rows, out, title):
     return '\n'.join(lines)
 
 
-def main(argv=None):
-    from hoffr_arch.precision import CHOICES as DTYPE_CHOICES, choose
+def parse_args(argv=None):
+    from hoffr_arch.precision import CHOICES as DTYPE_CHOICES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', help='packed test split (sharp.lmdb, blur_bicubic.lmdb), or use --gt/--lq')
     parser.add_argument('--gt', help='sharp HR clip folders (REDS layout), instead of --data')
@@ -359,88 +372,126 @@ def main(argv=None):
                         help="HOFFR's compute path, as infer --dtype")
     parser.add_argument('--out', default='benchmark_results')
     parser.add_argument('--report', metavar='DIR', help='also write an offline HTML report there (hoffr_arch.report)')
-    args = parser.parse_args(argv)
+    return parser, parser.parse_args(argv)
+
+
+def data_options(data=None, gt=None, lq=None):
+    """The test set's dataset options: a packed split ``data``, or HR and LR clip folders ``gt``, ``lq``."""
+    from hoffr_arch.evaluation import split_options
+    if data:
+        return split_options(data, 'bench', lq_sharp=False)
+    if gt and lq:
+        return {'name': 'bench', 'dataroot_gt': gt, 'dataroot_lq': lq, 'io_backend': {'type': 'disk'}}
+    raise ValueError('give --data, or --gt and --lq')
+
+
+def network_options(models, hoffr_opt=None, spynet=None, overrides=()):
+    """{model: network options}: the published sizes, HOFFR-S's from its recipe file, HOFFR's from the
+    ``network_g`` of the YAML ``hoffr_opt``, the SpyNet weights ``spynet`` (a file, or None for random)
+    for the SpyNet models, then each ``NAME=JSON`` of ``overrides``."""
+    from hoffr_arch.options import load_yaml
+    networks = {k: dict(v) for k, v in NETWORKS.items()}
+    networks.update({m: dict(_recipe_file(m)['network_g']) for m in models if m in RECIPE_FILES})
+    if hoffr_opt:
+        found = load_yaml(hoffr_opt)
+        if not isinstance(found, dict) or not isinstance(found.get('network_g'), dict):
+            raise ValueError(f'--hoffr-opt {hoffr_opt}: no network_g section')
+        networks['HOFFR'] = dict(found['network_g'])
+    if spynet and not Path(spynet).is_file():
+        raise ValueError(f'--spynet {spynet}: no such file')
+    for name in SPYNET_MODELS:
+        networks[name]['spynet_path'] = spynet and str(Path(spynet).resolve())
+    for entry in overrides:
+        name, _, spec = entry.partition('=')
+        try:
+            networks[name].update(json.loads(spec))
+        except (KeyError, ValueError) as err:
+            raise ValueError(f'--network {entry}: {"no model " + name if isinstance(err, KeyError) else err}') from None
+    return networks
+
+
+def train_models(models, networks, train_root, out, iters=0, minutes=0, curve_every=None, batch=4, gt_size=128,
+                 num_frame=5, device='cpu'):
+    """Trains ``models`` (bicubic, if named, needs none) on ``train_root`` with ``iters`` iterations or
+    ``minutes`` each (a learning-curve point every ``curve_every`` minutes, default a fifth). Returns
+    ({model: checkpoint}, the budget in words, the models of the learning curves or None)."""
+    common = f'batch {batch}, {num_frame} frames, {gt_size}x{gt_size} HR patches'
+    if minutes:
+        ckpts = train_equal_budget(models, networks, train_root, 0, batch, gt_size, num_frame, out, minutes,
+                                   curve_every or minutes / 5)
+        return ckpts, f'equal time: {minutes:g} training minutes each on {device}, {common}', models
+    ckpts = train_equal_budget(models, networks, train_root, iters, batch, gt_size, num_frame, out)
+    return ckpts, f'equal budget: {iters} iterations, {common}', None
+
+
+def evaluate_models(models, data_opt, device, networks, ckpts, max_frames=None, dtype='auto', report=False):
+    """``evaluate``'s row of each model, each in a process of its own (its peak memory is its own)."""
+    rows = []
+    for name in models:
+        print(f'evaluating {name} ...', flush=True)
+        with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
+            rows.append(pool.submit(evaluate, name, data_opt, device, networks.get(name), ckpts.get(name),
+                                    max_frames, dtype, report).result())
+    return rows
+
+
+def html_report(where, rows, data, budget, flow, device, path_name):
+    """The offline HTML report of the comparison (``hoffr_arch.report``); the rows give up their 'result'."""
+    from hoffr_arch.report import write_report
+    extra = {r['model']: {'params (M)': f"{r['params_M']:.2f}", 'GFLOPs/frame': f"{r['gflops_per_frame']:.1f}",
+                          'peak mem (MiB)': f"{r['peak_mem_MiB']:.0f}"} for r in rows}
+    facts = [('data', data), ('budget', budget), ('flow network of the SpyNet models', flow),
+             ('device', f'{device}, HOFFR {path_name}, others fp32'), ('torch', torch.__version__)]
+    models = [(r['model'], r.pop('result')) for r in rows]
+    where = write_report(where, models, f'VSR comparison: {data}', facts, extra, 'no HOFFR model in this comparison')
+    print(f'report: {where}')
+
+
+def check_inputs(parser, args):
+    """(compute path of HOFFR, test options, network options) from the arguments; bad input is one line, exit 2."""
+    from hoffr_arch.precision import choose
+    from hoffr_arch.report import ReportError, check_dir
     if args.report:
-        from hoffr_arch.report import ReportError, check_dir
         try:
             check_dir(args.report)
         except ReportError as err:
             print(f'error: {err}', file=sys.stderr)
             raise SystemExit(2) from None
+    trained = [m for m in args.models if m not in dict(e.split('=', 1) for e in args.ckpt)]
+    spynets = [m for m in trained if m in SPYNET_MODELS]
     try:
-        hoffr_path = choose(args.dtype, args.device)
+        if args.train_data and (args.train_minutes or args.train_iters) and spynets and args.gt_size // 4 < MIN_SIZE:
+            raise ValueError(f'--gt-size {args.gt_size}: {", ".join(spynets)} train on LR patches of at least '
+                             f'{MIN_SIZE} pixels (SpyNet), i.e. --gt-size {MIN_SIZE * 4} or more')
+        spynet = None if args.spynet.lower() == 'none' else args.spynet
+        return (choose(args.dtype, args.device), data_options(args.data, args.gt, args.lq),
+                network_options(args.models, args.hoffr_opt, spynet, args.network))
     except ValueError as err:
         parser.error(str(err))
 
-    if args.data:
-        data = Path(args.data)
-        data_opt = {'name': 'bench', 'dataroot_gt': str(data / 'sharp.lmdb'),
-                    'dataroot_lq': str(data / 'blur_bicubic.lmdb'),
-                    'io_backend': {'type': 'lmdb'}}
-    elif args.gt and args.lq:
-        data_opt = {'name': 'bench', 'dataroot_gt': args.gt, 'dataroot_lq': args.lq, 'io_backend': {'type': 'disk'}}
-    else:
-        parser.error('give --data, or --gt and --lq')
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    hoffr_path, data_opt, networks = check_inputs(parser, args)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    networks = {k: dict(v) for k, v in NETWORKS.items()}
-    if 'HOFFR-S' in args.models:
-        networks['HOFFR-S'] = _hoffr_s_recipe()[0]
-    if args.hoffr_opt:
-        with open(args.hoffr_opt) as f:
-            networks['HOFFR'] = dict(yaml.safe_load(f)['network_g'])
-    spynet = None if args.spynet.lower() == 'none' else str(Path(args.spynet).resolve())
-    if spynet and not Path(spynet).is_file():
-        parser.error(f'--spynet {args.spynet}: no such file')
-    for name in SPYNET_MODELS:
-        networks[name]['spynet_path'] = spynet
-    for entry in args.network:
-        name, _, spec = entry.partition('=')
-        networks[name].update(json.loads(spec))
     ckpts = dict(entry.split('=', 1) for entry in args.ckpt)
-    budget = 'untrained (cost only)'
-    spynets = [m for m in args.models if m in SPYNET_MODELS and m not in ckpts]
-    if args.train_data and (args.train_minutes or args.train_iters) and spynets and args.gt_size // 4 < MIN_SIZE:
-        parser.error(f'--gt-size {args.gt_size}: {", ".join(spynets)} train on LR patches of at least {MIN_SIZE} '
-                     f'pixels (SpyNet), i.e. --gt-size {MIN_SIZE * 4} or more')
-    curves = None
-    if args.train_data and args.train_minutes:
-        trained = [m for m in args.models if m not in ckpts]
-        curve_every = args.curve_every or args.train_minutes / 5
-        ckpts.update(train_equal_budget(trained, networks, Path(args.train_data).resolve(), 0, args.batch,
-                                        args.gt_size, args.num_frame, out, args.train_minutes, curve_every))
-        budget = (f'equal time: {args.train_minutes:g} training minutes each on {args.device}, batch {args.batch}, '
-                  f'{args.num_frame} frames, {args.gt_size}x{args.gt_size} HR patches')
-        curves = trained
-    elif args.train_data and args.train_iters:
-        ckpts.update(train_equal_budget([m for m in args.models if m not in ckpts], networks,
-                                        Path(args.train_data).resolve(), args.train_iters, args.batch, args.gt_size,
-                                        args.num_frame, out))
-        budget = (f'equal budget: {args.train_iters} iterations, batch {args.batch}, {args.num_frame} frames, '
-                  f'{args.gt_size}x{args.gt_size} HR patches')
-    elif ckpts:
-        budget = 'given checkpoints'
-    rows = []
-    for name in args.models:
-        print(f'evaluating {name} ...', flush=True)
-        with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
-            rows.append(pool.submit(evaluate, name, data_opt, args.device, networks.get(name), ckpts.get(name),
-                                    args.max_frames, args.dtype, bool(args.report)).result())
-    flow = f'SpyNet: {Path(spynet).name}' if spynet else 'SpyNet: random'
+    budget, curves = 'given checkpoints' if ckpts else 'untrained (cost only)', None
+    if args.train_data and (args.train_minutes or args.train_iters):
+        trained, budget, curves = train_models(
+            [m for m in args.models if m not in ckpts], networks, Path(args.train_data).resolve(), out,
+            args.train_iters, args.train_minutes, args.curve_every, args.batch, args.gt_size, args.num_frame,
+            args.device)
+        ckpts.update(trained)
+    rows = evaluate_models(args.models, data_opt, args.device, networks, ckpts, args.max_frames, args.dtype,
+                           bool(args.report))
+    flow = 'SpyNet: random' if args.spynet.lower() == 'none' else f'SpyNet: {Path(args.spynet).name}'
     title = (f'VSRDB x4 on {args.data or args.lq} ({budget}; {flow}; {args.device}, HOFFR {hoffr_path.name}, '
              f'torch {torch.__version__})')
     print(write_outputs(rows, out, title))
     print(f'written: {out}/benchmark.md, benchmark.csv, benchmark.png')
     if args.report:
-        from hoffr_arch.report import write_report
-        extra = {r['model']: {'params (M)': f"{r['params_M']:.2f}", 'GFLOPs/frame': f"{r['gflops_per_frame']:.1f}",
-                              'peak mem (MiB)': f"{r['peak_mem_MiB']:.0f}"} for r in rows}
-        facts = [('data', args.data or args.lq), ('budget', budget), ('flow network of the SpyNet models', flow),
-                 ('device', f'{args.device}, HOFFR {hoffr_path.name}, others fp32'), ('torch', torch.__version__)]
-        models = [(r['model'], r.pop('result')) for r in rows]
-        where = write_report(args.report, models, f"VSR comparison: {args.data or args.lq}", facts, extra,
-                             'no HOFFR model in this comparison')
-        print(f'report: {where}')
+        html_report(args.report, rows, args.data or args.lq, budget, flow, args.device, hoffr_path.name)
     if curves is not None:
         print('learning curves:', flush=True)
         learning_curves(curves, networks, data_opt, args.device, out, args.max_frames, title, args.dtype)

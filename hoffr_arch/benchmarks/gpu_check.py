@@ -78,13 +78,17 @@ def point_to_corpus(opt, corpus):
         opt['datasets'].pop('val', None)
         opt.pop('val', None)
     for phase, split in (('train', corpus / 'train'), ('val', held)):
-        if phase not in opt['datasets']:
-            continue
-        ds = opt['datasets'][phase]
-        for key in ('dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file'):
-            if key in ds:
-                ds[key] = str(split / Path(ds[key]).name)
+        if phase in opt['datasets']:
+            point_to_split(opt['datasets'][phase], split)
     return opt, held
+
+
+def point_to_split(ds, split):
+    """Dataset options ``ds`` changed in place to read the packed split folder ``split``: each of the
+    roots and the clip list they name (``evaluation.split_options``), the rest as it was."""
+    from hoffr_arch.evaluation import split_options
+    ds.update({k: v for k, v in split_options(split, lq_sharp=True, meta_info=True).items()
+               if k in ds and k.startswith(('dataroot_', 'meta_info'))})
 
 
 def final_checkpoint(experiment, total):
@@ -113,9 +117,10 @@ def score_weights(path, network_g, held, scale, device, dataset=None):
     return evaluation.evaluate(evaluation.streamed(torch_step(net)), dataset, scale, device, net=net)
 
 
-def train_hoffr_s(args, opt, corpus, out, env, device):
-    """HOFFR-S trained through BasicSR's runner for ``args.minutes`` on ``corpus/train``: a cosine
-    schedule sized from the measured speed (0.8 of the minutes), ``--time-budget`` as the backstop.
+def train_hoffr_s(opt, corpus, out, env, device, minutes, batch=None, gt_size=None, workers=None):
+    """HOFFR-S (training options ``opt``) trained through BasicSR's runner for ``minutes`` on
+    ``corpus/train`` (``batch``, ``gt_size``, ``workers``: None keeps the options'): a cosine schedule
+    sized from the measured speed (0.8 of the minutes), ``--time-budget`` as the backstop.
     Its EMA weights are packed (``out/HOFFR_S_x4_gpu.pth``) and scored on ``corpus/val`` or
     ``corpus/test`` against bicubic when the corpus has one. One row of the table.
     (``hoffr_arch.benchmarks.gpu_train`` is the run that continues the shipped weights.)"""
@@ -123,23 +128,22 @@ def train_hoffr_s(args, opt, corpus, out, env, device):
     from hoffr_arch.checkpoint import pack_release
     opt, held = point_to_corpus(opt, corpus)
     train_ds = opt['datasets']['train']
-    for key, value in (('batch_size_per_gpu', args.batch), ('gt_size', args.gt_size),
-                       ('num_worker_per_gpu', args.workers)):
+    for key, value in (('batch_size_per_gpu', batch), ('gt_size', gt_size), ('num_worker_per_gpu', workers)):
         if value is not None:
             train_ds[key] = value
     torch.manual_seed(0)
     its, _ = train_speed(build_network(dict(opt['network_g'], pof_path=None)), device, 10,
                          train_ds['batch_size_per_gpu'], train_ds['num_frame'], train_ds['gt_size'] // opt['scale'],
                          scale=opt['scale'])
-    total = max(10, int(its * args.minutes * 60 * 0.8))
+    total = max(10, int(its * minutes * 60 * 0.8))
     opt['name'] = 'gpu_check_hoffr_s'
     opt['train'] = dict(opt['train'], total_iter=total, scheduler=dict(opt['train']['scheduler'], periods=[total],
                                                                        restart_weights=[1]))
     (out / 'hoffr_s.yml').write_text(yaml.safe_dump(opt, sort_keys=False))
-    label = (f'HOFFR-S, {args.minutes:g} min, batch {train_ds["batch_size_per_gpu"]} x {train_ds["num_frame"]} '
+    label = (f'HOFFR-S, {minutes:g} min, batch {train_ds["batch_size_per_gpu"]} x {train_ds["num_frame"]} '
              f'frames, {train_ds["gt_size"]}px GT')
     ok, sec = run_train([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(out / 'hoffr_s.yml'),
-                         '--time-budget', str(args.minutes * 1.5)], env, 'HOFFR-S training')
+                         '--time-budget', str(minutes * 1.5)], env, 'HOFFR-S training')
     if not ok:
         return label, 'FAILED', ''
     it, ckpt = final_checkpoint(out / 'experiments' / opt['name'], total)
@@ -161,7 +165,7 @@ def run_train(args, env, label):
     return ok, time.time() - start
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--iters', type=int, default=200)
@@ -172,51 +176,71 @@ def main(argv=None):
     parser.add_argument('--batch', type=int, default=None, help='HOFFR-S batch size (default: its YAML)')
     parser.add_argument('--gt-size', type=int, default=None, help='HOFFR-S GT patch size (default: its YAML)')
     parser.add_argument('--workers', type=int, default=None, help='HOFFR-S data workers (default: its YAML)')
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    return parser.parse_args(argv)
+
+
+def training_rows(device, iters):
+    """Rows 1: the default HOFFR trained at the REDS shape in fp32 and in bf16 autocast."""
     rows = []
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
     for bf16 in (False, True):
         torch.manual_seed(0)
-        its, peak = train_speed(HOFFR(pof_path='hoffr_arch/assets/pof_x4.pth'), device, args.iters, bf16=bf16)
+        its, peak = train_speed(HOFFR(pof_path='hoffr_arch/assets/pof_x4.pth'), device, iters, bf16=bf16)
         rows.append((f'training, REDS shape, {"bf16" if bf16 else "fp32"}', f'{its:.2f} it/s', f'peak {peak:.0f} MiB'))
         print(rows[-1], flush=True)
+    return rows
 
+
+def inference_row(device):
+    """Row 2: seconds per frame of HOFFR and BasicVSR at LR 180x320 (``benchmarks.speed``)."""
     torch.manual_seed(0)
     models = {k: v.eval() for k, v in speed.make_models(device).items()}
     clip = torch.rand(1, 10, 3, 180, 320, device=device)
     inf = speed.measure({k: speed.inference_fn(v, clip) for k, v in models.items()}, 3, device)
-    rows.append(('inference s/frame, LR 180x320 x4', f'HOFFR {inf["HOFFR"] / 10:.4f}',
-                 f'BasicVSR {inf["BasicVSR"] / 10:.4f} ({inf["HOFFR"] / inf["BasicVSR"]:.2f}x)'))
-    print(rows[-1], flush=True)
-    del models
+    return ('inference s/frame, LR 180x320 x4', f'HOFFR {inf["HOFFR"] / 10:.4f}',
+            f'BasicVSR {inf["BasicVSR"] / 10:.4f} ({inf["HOFFR"] / inf["BasicVSR"]:.2f}x)')
 
-    data = make_data(out / 'data')
-    env = dict(os.environ, HOFFR_ROOT=str(out))
+
+def demo_options(data):
+    """HOFFR-S's training options reading the demo data ``data`` (train/, test/ held out), for this check:
+    every GPU, no validation or checkpoint before the end."""
     with open(project_root() / 'options' / 'train' / 'train_HOFFR_S_x4.yml') as f:
         opt = yaml.safe_load(f)
     for phase, split in (('train', 'train'), ('val', 'test')):
-        ds = opt['datasets'][phase]
-        for key in ('dataroot_gt', 'dataroot_lq', 'dataroot_lq_sharp', 'meta_info_file'):
-            if key in ds:
-                ds[key] = str(data / split / Path(ds[key]).name)
+        point_to_split(opt['datasets'][phase], data / split)
     opt['num_gpu'] = 'auto'
     opt['val']['val_freq'] = 10 ** 9
     opt['logger']['save_checkpoint_freq'] = 10 ** 9
+    return opt
+
+
+def torchrun_row(opt, out, env, device):
+    """Row 3: 20 iterations of ``hoffr_arch.train`` under a one-process ``torchrun``."""
     ddp = dict(opt, name='gpu_check_torchrun', train=dict(opt['train'], total_iter=20))
     (out / 'torchrun.yml').write_text(yaml.safe_dump(ddp, sort_keys=False))
     launcher = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=1', '--master_port=29517',
                 '-m', 'hoffr_arch.train', '-opt', str(out / 'torchrun.yml'), '--launcher', 'pytorch']
     ok, sec = run_train(launcher, env, 'torchrun')
-    rows.append(('torchrun, 1 process, ' + ('nccl' if device.type == 'cuda' else 'gloo'), 'ok' if ok else 'FAILED',
-                 f'{sec:.0f} s for 20 iterations'))
-    print(rows[-1], flush=True)
+    return ('torchrun, 1 process, ' + ('nccl' if device.type == 'cuda' else 'gloo'), 'ok' if ok else 'FAILED',
+            f'{sec:.0f} s for 20 iterations')
 
-    rows.append(train_hoffr_s(args, opt, Path(args.data) if args.data else data, out, env, device))
-    print(rows[-1], flush=True)
 
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = training_rows(device, args.iters)
+    rows.append(inference_row(device))
+    print(rows[-1], flush=True)
+    data = make_data(out / 'data')
+    env = dict(os.environ, HOFFR_ROOT=str(out))
+    opt = demo_options(data)
+    rows.append(torchrun_row(opt, out, env, device))
+    print(rows[-1], flush=True)
+    rows.append(train_hoffr_s(opt, Path(args.data) if args.data else data, out, env, device, args.minutes,
+                              args.batch, args.gt_size, args.workers))
+    print(rows[-1], flush=True)
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
     lines = [f'GPU check on {name} (torch {torch.__version__})', '', '| check | result | |', '|---|---|---|']
     lines += [f'| {a} | {b} | {c} |' for a, b, c in rows]
     table = '\n'.join(lines)
