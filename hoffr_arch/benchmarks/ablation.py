@@ -17,7 +17,6 @@ held-out clips with the demo's own evaluation (PSNR/SSIM, gains of first and lat
 POF's warping error). Prints a Markdown table and writes ``OUT/ablation.md`` and ``.csv``.
 """
 import argparse
-import csv
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import torch
 import yaml
 
 from hoffr_arch._entry import project_root
+from hoffr_arch.benchmarks.tables import markdown, write_csv
 from hoffr_arch.demo import build_data, evaluate
 
 JOINT_FLOW = {'flow_lr_mul': 1, 'flow_opt': {'type': 'FlowWarpLoss', 'loss_weight': 0.01}}
@@ -99,21 +99,18 @@ def train_variant(name, opt, out, root, reuse=False):
     return weights, (time.time() - start) / 60
 
 
+TABLE = [('variant', '{variant}'), ('iterations', '{iterations}'), ('PSNR', '{psnr:.2f}'), ('SSIM', '{ssim:.4f}'),
+         ('gain over bicubic, first frames', '{gain_first:+.2f}'), ('later frames', '{gain_later:+.2f}'),
+         ('recurrence adds', '{recurrence:+.2f}'), ('POF warp error / no flow', '{warp_ratio:.2f}'),
+         ('training min', '{train_minutes:.1f}')]
+
+
 def write_table(rows, out, heading):
     """The rows as a Markdown table under ``heading`` (``out/ablation.md``) and as ``out/ablation.csv``."""
-    head = ('| variant | iterations | PSNR | SSIM | gain over bicubic, first frames | later frames | recurrence adds | '
-            'POF warp error / no flow | training min |')
-    lines = [heading, '', head, '|' + '---|' * 9]
-    for r in rows:
-        lines.append(f"| {r['variant']} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
-                     f"{r['gain_first']:+.2f} | {r['gain_later']:+.2f} | {r['gain_later'] - r['gain_first']:+.2f} | "
-                     f"{r['warp_ratio']:.2f} | {r['train_minutes']:.1f} |")
+    lines = [heading, ''] + markdown([dict(r, recurrence=r['gain_later'] - r['gain_first']) for r in rows], TABLE)
     table = '\n'.join(lines)
     (out / 'ablation.md').write_text(table + '\n')
-    with open(out / 'ablation.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / 'ablation.csv', rows, list(rows[0]))
     return table
 
 

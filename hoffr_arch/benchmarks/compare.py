@@ -46,6 +46,8 @@ import torch
 import yaml
 from torch.nn import functional as F
 
+from hoffr_arch.benchmarks.tables import markdown, write_csv
+
 MODELS = ('HOFFR', 'BasicVSR', 'IconVSR', 'BasicVSRPlusPlus', 'EDVR', 'bicubic')
 CHOICES = MODELS + ('HOFFR-S',)  # HOFFR-S: the starter model's size and recipe (train_HOFFR_S_x4.yml)
 # models whose network and training recipe are a training YAML's (HOFFR-S: the starter model's)
@@ -274,10 +276,7 @@ def learning_curves(names, networks, data_opt, device, out, max_frames, title, d
                                   dtype).result()
             rows.append({'model': name, 'minutes': minutes, 'iter': it, 'psnr': row['psnr'], 'ssim': row['ssim']})
             print(f'  {name} at {minutes:.1f} min (iteration {it}): {row["psnr"]:.2f} dB', flush=True)
-    with open(out / 'learning_curves.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=['model', 'minutes', 'iter', 'psnr', 'ssim'])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / 'learning_curves.csv', rows, ['model', 'minutes', 'iter', 'psnr', 'ssim'])
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -302,21 +301,15 @@ def learning_curves(names, networks, data_opt, device, out, max_frames, title, d
 
 COLUMNS = ['model', 'psnr', 'ssim', 'psnr_fma', 'ssim_fma', 'tof', 'params_M', 'gflops_per_frame',
            'sec_per_frame', 'peak_mem_MiB', 'frames']
+TABLE = [('model', '{model}'), ('PSNR', '{psnr:.2f}'), ('SSIM', '{ssim:.4f}'), ('PSNR (FMA)', '{psnr_fma:.2f}'),
+         ('SSIM (FMA)', '{ssim_fma:.4f}'), ('tOF', '{tof:.3f}'), ('params (M)', '{params_M:.2f}'),
+         ('GFLOPs/frame', '{gflops_per_frame:.1f}'), ('s/frame', '{sec_per_frame:.3f}'),
+         ('peak mem (MiB)', '{peak_mem_MiB:.0f}')]
 
 
 def write_outputs(rows, out, title):
-    with open(out / 'benchmark.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
-    head = ('| model | PSNR | SSIM | PSNR (FMA) | SSIM (FMA) | tOF | params (M) | GFLOPs/frame | s/frame | '
-            'peak mem (MiB) |')
-    lines = [title, '', head, '|' + '---|' * 10]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['psnr_fma']:.2f} | "
-                     f"{r['ssim_fma']:.4f} | "
-                     f"{r['tof']:.3f} | {r['params_M']:.2f} | {r['gflops_per_frame']:.1f} | {r['sec_per_frame']:.3f} | "
-                     f"{r['peak_mem_MiB']:.0f} |")
+    write_csv(out / 'benchmark.csv', rows, COLUMNS)
+    lines = [title, ''] + markdown(rows, TABLE)
     if any(r['by_exposure'] for r in rows):  # the data records each frame's exposure: PSNR / SSIM per bin
         from hoffr_arch.evaluation import exposure_table
         lines += ['', 'Per exposure (frame intervals):', ''] + exposure_table([(r['model'], r['by_exposure'])
