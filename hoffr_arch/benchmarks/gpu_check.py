@@ -23,7 +23,10 @@ import hoffr_arch  # noqa: F401  (compat, registries)
 from hoffr_arch._entry import project_root
 from hoffr_arch.archs.hoffr_arch import HOFFR
 from hoffr_arch.benchmarks import speed
-from hoffr_arch.losses.hoffr_loss import DBLoss, FlowWarpLoss, SRLoss
+from hoffr_arch.models.hoffr_model import recipe_losses, training_step
+
+LOSSES = {'sr_opt': {'type': 'SRLoss'}, 'db_opt': {'type': 'DBLoss'}, 'flow_opt': {'type': 'FlowWarpLoss'}}
+LOSSES_FROZEN_POF = {'sr_opt': {'type': 'SRLoss'}, 'db_opt': {'type': 'DBLoss'}}  # no flow loss: HOFFR-S's recipe
 
 
 def train_speed(net, device, iters, batch=4, frames=8, lr_size=64, bf16=False, scale=4, warmup=1,
@@ -35,21 +38,16 @@ def train_speed(net, device, iters, batch=4, frames=8, lr_size=64, bf16=False, s
     if frozen_pof:
         net.pof.requires_grad_(False)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=2e-4)
-    sr, db = SRLoss(), DBLoss()
-    of = (lambda flows, sharp: 0) if frozen_pof else FlowWarpLoss()
+    losses = recipe_losses(LOSSES_FROZEN_POF if frozen_pof else LOSSES, device)
     lq = torch.rand(batch, frames, 3, lr_size, lr_size, device=device)
     gt = torch.rand(batch, frames, 3, lr_size * scale, lr_size * scale, device=device)
     sharp = torch.rand(batch, frames, 3, lr_size, lr_size, device=device)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == 'cuda')
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == 'cuda'):
-            out, aux = net(lq, return_aux=True)
-            loss = sr(out.float(), gt) + db(aux['deblurred'].float(), sharp) + of(aux['flows'], sharp)
-        loss.backward()
-        opt.step()
+        training_step(net, opt, losses, lq, gt, sharp, autocast)
     for _ in range(warmup):
         step()
     speed._sync(device)

@@ -44,7 +44,7 @@ import hoffr_arch  # noqa: F401  (compat first, registers HOFFR and its losses)
 from basicsr.archs.basicvsr_arch import BasicVSR
 from basicsr.losses.basic_loss import CharbonnierLoss
 from hoffr_arch.archs.hoffr_arch import HOFFR
-from hoffr_arch.losses.hoffr_loss import DBLoss, FlowWarpLoss, SRLoss
+from hoffr_arch.models.hoffr_model import recipe_losses, training_step
 
 TARGETS = {'inference': 0.5, 'training': 0.7}
 PER_FRAME = 'HOFFR, POF per frame'
@@ -79,23 +79,18 @@ def inference_fn(net, clip):
 
 
 def training_fn(name, net, lq, gt, sharp_lr):
-    """One optimisation step of ``net`` with its own loss; returns a callable."""
+    """One optimisation step of ``net`` with its own loss (HOFFR: ``HOFFRModel``'s ``training_step``
+    with SR + DB + flow losses); returns a callable."""
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.9, 0.999))
     if name.startswith('HOFFR'):
-        sr, db, of = SRLoss(), DBLoss(), FlowWarpLoss()
-
-        def loss_fn():
-            out, aux = net(lq, return_aux=True)
-            return sr(out, gt) + db(aux['deblurred'], sharp_lr) + of(aux['flows'], sharp_lr)
-    else:
-        charbonnier = CharbonnierLoss()
-
-        def loss_fn():
-            return charbonnier(net(lq), gt)
+        losses = recipe_losses({'sr_opt': {'type': 'SRLoss'}, 'db_opt': {'type': 'DBLoss'},
+                                'flow_opt': {'type': 'FlowWarpLoss'}}, lq.device)
+        return lambda: training_step(net, optimizer, losses, lq, gt, sharp_lr)
+    charbonnier = CharbonnierLoss()
 
     def run():
         optimizer.zero_grad(set_to_none=True)
-        loss_fn().backward()
+        charbonnier(net(lq), gt).backward()
         optimizer.step()
     return run
 
@@ -243,18 +238,11 @@ def train_path_fn(net, path, batch=4, frames=8, size=32):
     net = path.prepare(copy.deepcopy(net)).train()
     net.pof.requires_grad_(False)
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=2e-3)
-    sr, db = SRLoss(criterion='charbonnier'), DBLoss(loss_weight=0.5, criterion='charbonnier')
+    losses = recipe_losses({'sr_opt': {'type': 'SRLoss', 'criterion': 'charbonnier'},
+                            'db_opt': {'type': 'DBLoss', 'loss_weight': 0.5, 'criterion': 'charbonnier'}})
     lq, sharp = torch.rand(batch, frames, 3, size, size), torch.rand(batch, frames, 3, size, size)
     gt = torch.rand(batch, frames, 3, 4 * size, 4 * size)
-
-    def run():
-        optimizer.zero_grad(set_to_none=True)
-        with path.autocast():
-            out, aux = net(lq, return_aux=True)
-            loss = sr(out.float(), gt) + db(aux['deblurred'].float(), sharp)
-        loss.backward()
-        optimizer.step()
-    return run
+    return lambda: training_step(net, optimizer, losses, lq, gt, sharp, path.autocast())
 
 
 def train_paths(starter, timed_bf16, repeats):

@@ -21,20 +21,17 @@ import torch
 
 def recipe_step(net, device, batch, frames, lr_size, scale=4):
     """A function running one training iteration of ``net`` (POF frozen) on fixed random clips."""
-    from hoffr_arch.losses.hoffr_loss import DBLoss, SRLoss
+    from hoffr_arch.models.hoffr_model import recipe_losses, training_step
     net.pof.requires_grad_(False)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=2e-4)
-    sr, db = SRLoss(), DBLoss()
+    losses = recipe_losses({'sr_opt': {'type': 'SRLoss'}, 'db_opt': {'type': 'DBLoss'}}, device)
     gen = torch.Generator().manual_seed(0)
     lq = torch.rand(batch, frames, 3, lr_size, lr_size, generator=gen).to(device)
     gt = torch.rand(batch, frames, 3, lr_size * scale, lr_size * scale, generator=gen).to(device)
     sharp = torch.rand(batch, frames, 3, lr_size, lr_size, generator=gen).to(device)
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        out, aux = net(lq, return_aux=True)
-        (sr(out, gt) + db(aux['deblurred'], sharp)).backward()
-        opt.step()
+        training_step(net, opt, losses, lq, gt, sharp)
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
     return step

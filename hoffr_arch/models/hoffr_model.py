@@ -5,47 +5,84 @@ What it adds to ``SRModel`` (and why):
   ``train.losses``, a list of registered losses each taking named inputs (``LOSS_INPUTS``: its class's
   ``inputs``, or an ``inputs:`` key), each term logged; ``sr_opt``, ``db_opt`` and ``flow_opt`` are
   shorthands for HOFFR's three (L = L_SR + L_DB + L_OF);
-- ``flow_lr_mul`` scales the learning rate of the POF (0 freezes it); every optimiser BasicSR knows;
-- a non-finite loss stops the run before it touches the weights, naming the last good checkpoint;
+- ``flow_lr_mul`` scales the learning rate of the POF (0 freezes it);
+- from ``HOFFRBaseModel``: EMA, any ``torch.optim`` optimiser, ``train.time_budget``, a non-finite
+  loss stopping the run before it touches the weights (naming the last good checkpoint);
 - validation is our own: BasicSR's creates metric tensors on 'cuda', squeezes the shared input in
   place on CPU, refuses to save images during training and ignores EMA weights. Ours runs on any
   device and in DDP, adds the FMA-Net protocol (``skip_border_frames``) and clip-level metrics
   (tOF), and writes ``metrics_<dataset>.json`` when testing;
-- atomic checkpoints and DDP on CPU (gloo) as well as CUDA (``RunSafetyMixin``); optional bf16
+- optional bf16
   autocast (``train.bf16``, ``val.bf16``) on CUDA and on CPUs, where the network is also made
   channels-last for training (measured faster with bf16 on a CPU with AMX); bf16 pays on CPUs with
   AMX-BF16 or AVX512-BF16 only (elsewhere it is emulated, many times slower: a warning says so).
 """
 import json
-from collections import OrderedDict
 from contextlib import nullcontext
-from copy import deepcopy
 from pathlib import Path
 
 import torch
 from torch import distributed as dist
 
-from basicsr.losses import build_loss
-from basicsr.models.sr_model import SRModel
-from basicsr.archs import build_network
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import get_dist_info, master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from hoffr_arch.metrics.protocol import clip_scores, mean_over_clips
 from hoffr_arch.precision import ComputePath, compile_option, compile_recurrent_step, cpu_bf16_features
-from .run_safety import RunSafetyMixin
+from .base_model import HOFFRBaseModel, build_losses, loss_terms
 
 # what a loss may take at each iteration: the HR output (n, t, c, H, W), the sharp HR frames, the
 # blurry and sharp LR frames (n, t, c, h, w), the deblurred LR frames, the POF's flows (dict per scale)
 LOSS_INPUTS = ('output', 'gt', 'lq', 'lq_sharp', 'deblurred', 'flows')
-OPTIMIZERS = ('Adam', 'AdamW', 'Adamax', 'SGD', 'ASGD', 'RMSprop', 'Rprop')
 SHORTHANDS = {'sr_opt': 'l_sr', 'db_opt': 'l_db', 'flow_opt': 'l_flow'}
 
 
+def hoffr_loss_inputs(net, lq, gt, lq_sharp=None):
+    """What HOFFR's losses take (``LOSS_INPUTS``), running ``net`` on ``lq`` (n, t, c, h, w): the HR
+    output (n, t, c, H, W) and ``gt``, ``lq``, ``lq_sharp``, the deblurred LR frames (n, t, c, h, w)
+    and the POF's flows ({level: (n, t - 1, 2, h_k, w_k)}), outputs in float32 (under autocast
+    too). ``loss_terms(losses, hoffr_loss_inputs(...))`` is one training step's loss: the model's,
+    and the benchmarks' (``benchmarks.speed``, ``gpu_check``)."""
+    output, aux = net(lq, return_aux=True)
+    return {'output': output.float(), 'gt': gt, 'lq': lq, 'lq_sharp': lq_sharp,
+            'deblurred': aux['deblurred'].float(), 'flows': {k: v.float() for k, v in aux['flows'].items()}}
+
+
+def hoffr_loss_specs(train_opt):
+    """The loss specifications of a ``train`` section: ``train.losses`` and the shorthands
+    ``sr_opt``, ``db_opt``, ``flow_opt`` (copies)."""
+    specs = [dict(spec) for spec in train_opt.get('losses') or []]
+    specs += [dict(train_opt[key], name=name) for key, name in SHORTHANDS.items() if train_opt.get(key)]
+    if not specs:
+        raise KeyError('train.losses is required (e.g. [{type: SRLoss, loss_weight: 1.0}], or train.sr_opt)')
+    return specs
+
+
+def recipe_losses(train_opt, device='cpu'):
+    """The losses of a ``train`` section as ``HOFFRModel`` builds them: [(name, inputs, module)]."""
+    return build_losses(hoffr_loss_specs(train_opt), LOSS_INPUTS, device)
+
+
+def training_step(net, optimizer, losses, lq, gt, lq_sharp=None, autocast=None):
+    """One optimisation step of HOFFR ``net`` on a batch ((n, t, c, h, w) ``lq``/``lq_sharp``,
+    (n, t, c, H, W) ``gt``) with HOFFRModel's loss (``loss_terms`` of ``hoffr_loss_inputs``), under
+    ``autocast`` (a context; none: fp32); returns the total loss. The benchmarks time this."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast or nullcontext():
+        terms, _ = loss_terms(losses, hoffr_loss_inputs(net, lq, gt, lq_sharp))
+    total = sum(terms.values())
+    total.backward()
+    optimizer.step()
+    return total
+
+
 @MODEL_REGISTRY.register()
-class HOFFRModel(RunSafetyMixin, SRModel):
+class HOFFRModel(HOFFRBaseModel):
     """Training and validation of HOFFR (see the module docstring for the options it adds)."""
+
+    LOSS_INPUTS = LOSS_INPUTS
+    TRAIN_OPTIONS = HOFFRBaseModel.TRAIN_OPTIONS | {*SHORTHANDS, 'flow_lr_mul', 'bf16', 'compile', 'log_batch_keys'}
 
     def model_to_device(self, net):
         if self.opt['is_train'] and self.opt['train'].get('flow_lr_mul', 1) == 0:
@@ -64,76 +101,30 @@ class HOFFRModel(RunSafetyMixin, SRModel):
         return super().model_to_device(net)
 
     def init_training_settings(self):
-        # SRModel's version insists on its pixel/perceptual losses, so its EMA set-up is repeated here
-        self.net_g.train()
-        train_opt = self.opt['train']
-        logger = get_root_logger()
-        self.ema_decay = train_opt.get('ema_decay', 0)
-        if self.ema_decay > 0:
-            logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
-            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
-            load_path = self.opt['path'].get('pretrain_network_g')
-            if load_path is not None:
-                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
-            else:
-                self.model_ema(0)
-            self.net_g_ema.eval()
-        self.losses = self.build_losses(train_opt)
+        super().init_training_settings()
         needs_sharp = sorted({name for name, inputs, _ in self.losses if 'lq_sharp' in inputs})
         if needs_sharp and not self.opt['datasets'].get('train', {}).get('dataroot_lq_sharp'):
             raise KeyError(f'train losses {", ".join(needs_sharp)} need the sharp LR frames: set '
                            'datasets.train.dataroot_lq_sharp')
-        self.use_bf16 = bool(train_opt.get('bf16')) and self.device.type in ('cuda', 'cpu')
-        self.log_batch_keys = bool(train_opt.get('log_batch_keys'))
-        self.setup_optimizers()
-        self.setup_schedulers()
+        self.use_autocast = bool(self.opt['train'].get('bf16')) and self.device.type in ('cuda', 'cpu')
+        self.log_batch_keys = bool(self.opt['train'].get('log_batch_keys'))
 
-    def build_losses(self, train_opt):
-        """[(log name, input names, loss module)] from ``train.losses`` and the shorthands."""
-        specs = [dict(spec) for spec in train_opt.get('losses') or []]
-        specs += [dict(train_opt[key], name=name) for key, name in SHORTHANDS.items() if train_opt.get(key)]
-        if not specs:
-            raise KeyError('train.losses is required (e.g. [{type: SRLoss, loss_weight: 1.0}], or train.sr_opt)')
-        losses = []
-        for spec in specs:
-            name = spec.pop('name', None) or 'l_' + spec['type'].lower().replace('loss', '')
-            inputs = spec.pop('inputs', None)
-            loss = build_loss(spec).to(self.device)
-            inputs = tuple(inputs or getattr(loss, 'inputs', ('output', 'gt')))
-            unknown = [k for k in inputs if k not in LOSS_INPUTS]
-            if unknown:
-                raise KeyError(f'train loss {name}: unknown inputs {unknown} (known: {", ".join(LOSS_INPUTS)})')
-            if any(n == name for n, _, _ in losses):
-                raise KeyError(f'train losses: two terms named {name}; give one a name: key')
-            losses.append((name, inputs, loss))
-        return losses
+    def loss_specs(self, train_opt):
+        return hoffr_loss_specs(train_opt)
 
-    def setup_optimizers(self):
-        """BasicSR's optimisers over the network; the POF's learning rate times ``train.flow_lr_mul``.
+    def param_groups(self, params, lr):
+        """One group, or with ``train.flow_lr_mul`` (not 0 or 1) the POF's parameters at ``lr`` times it.
 
-        ``flow_lr_mul: 0`` freezes the POF (no gradient is computed for it at all, which also saves
-        its backward pass): the pretrained flow is kept exactly.
+        ``flow_lr_mul: 0`` freezes the POF (``model_to_device``: no gradient is computed for it at all,
+        which also saves its backward pass): the pretrained flow is kept exactly.
         """
-        train_opt = self.opt['train']
-        flow_lr_mul = train_opt.get('flow_lr_mul', 1)
-        optim_opt = deepcopy(train_opt['optim_g'])
-        optim_type = optim_opt.pop('type')
-        pof_ids = {id(p) for p in self.get_bare_model(self.net_g).pof.parameters()}
-        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        flow_lr_mul = self.opt['train'].get('flow_lr_mul', 1)
         if flow_lr_mul in (0, 1):
-            groups = params
-        else:
-            get_root_logger().info(f'POF learning rate x {flow_lr_mul}')
-            groups = [{'params': [p for p in params if id(p) not in pof_ids], 'lr': optim_opt['lr']},
-                      {'params': [p for p in params if id(p) in pof_ids], 'lr': optim_opt['lr'] * flow_lr_mul}]
-        self.optimizer_g = self.get_optimizer(optim_type, groups, **optim_opt)
-        self.optimizers.append(self.optimizer_g)
-
-    def get_optimizer(self, optim_type, params, lr, **kwargs):
-        """The optimisers later BasicSR releases support (1.4.2's ``BaseModel`` knows only Adam)."""
-        if optim_type not in OPTIMIZERS:
-            raise NotImplementedError(f'train.optim_g.type {optim_type!r}: use one of {", ".join(OPTIMIZERS)}')
-        return getattr(torch.optim, optim_type)(params, lr, **kwargs)
+            return params
+        get_root_logger().info(f'POF learning rate x {flow_lr_mul}')
+        pof_ids = {id(p) for p in self.get_bare_model(self.net_g).pof.parameters()}
+        return [{'params': [p for p in params if id(p) not in pof_ids], 'lr': lr},
+                {'params': [p for p in params if id(p) in pof_ids], 'lr': lr * flow_lr_mul}]
 
     def feed_data(self, data):
         self.lq = data['lq'].to(self.device)
@@ -142,33 +133,19 @@ class HOFFRModel(RunSafetyMixin, SRModel):
         self.lq_sharp = data['lq_sharp'].to(self.device) if 'lq_sharp' in data else None
         self.batch_keys = data.get('key')
 
-    def _autocast(self, enabled):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if enabled else nullcontext()
-
-    def optimize_parameters(self, current_iter):
+    def loss_inputs(self, current_iter):
+        """The network on this batch: ``hoffr_loss_inputs``."""
         if self.log_batch_keys:
             get_root_logger().info(f'iter {current_iter} batch keys: {" ".join(self.batch_keys)}')
-        self.optimizer_g.zero_grad(set_to_none=True)
-        with self._autocast(self.use_bf16):
-            self.output, aux = self.net_g(self.lq, return_aux=True)
-            given = {'output': self.output.float(), 'gt': self.gt, 'lq': self.lq, 'lq_sharp': self.lq_sharp,
-                     'deblurred': aux['deblurred'].float(),
-                     'flows': {k: v.float() for k, v in aux['flows'].items()}}
-            losses = OrderedDict((name, loss(*(given[k] for k in inputs))) for name, inputs, loss in self.losses)
-        total = sum(losses.values())
-        self.check_finite_loss(total, losses, current_iter)
-        total.backward()
-        self.optimizer_g.step()
-        losses['l_total'] = total
-        self.log_dict = self.reduce_loss_dict(losses)
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        given = hoffr_loss_inputs(self.net_g, self.lq, self.gt, self.lq_sharp)
+        self.output = given['output']
+        return given
 
     def test(self):
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
         was_training = net.training
         net.eval()
-        with torch.no_grad(), self._autocast(bool(self.opt['val'].get('bf16')) and self.device.type in ('cuda', 'cpu')):
+        with torch.no_grad(), self.autocast(bool(self.opt['val'].get('bf16')) and self.device.type in ('cuda', 'cpu')):
             self.output = net(self.lq).float()
         net.train(was_training)
 
