@@ -1,6 +1,7 @@
 """Flow: half-precision warping, the self-supervised POF pretraining, pof_path, the flow benchmark."""
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,11 @@ from hoffr_arch.archs.pof import POF
 from hoffr_arch.archs.warp import flow_warp
 from hoffr_arch.benchmarks.flow import main as flow_benchmark, pof_from_checkpoint, shifted_pair
 from hoffr_arch.checkpoint import CheckpointError
+from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
 from hoffr_arch.losses.flow_pretrain_loss import SelfSupervisedFlowLoss, occlusion_mask
 
 from conftest import make_reds, smooth_frames, write_clip
+from pipeline import logged_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_POF = REPO / 'hoffr_arch' / 'assets' / 'pof_x4.pth'
@@ -131,7 +134,16 @@ def test_flow_pretraining_runs_through_basicsr_train_pipeline(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = next((tmp_path / 'experiments' / 'pof_tiny').glob('train_*.log')).read_text()
-    assert 'l_photo' in log and 'l_smooth' in log and '# warp_lr' in log and '# no_warp' in log
+    losses = [float(v) for v in re.findall(r'l_(?:photo|smooth): ([-+\d.eE]+)', log)]
+    assert len(losses) == 8 and all(0 <= v < 1 for v in losses), losses  # both terms at each of 4 iterations
+    # the validation by value: not warping is the mean absolute difference of the consecutive sharp LR
+    # frames (0-255, 4-pixel border left out), and the LR warp is scored on the same pairs
+    logged = logged_metrics(log, 'pof_val')
+    assert len(logged) == 2 and set(logged[0]) == {'warp_lr', 'warp_hr', 'no_warp'}
+    lq = VSRDBTestDataset(dict(opt['datasets']['val'], phase='val'))[0]['lq']
+    no_warp = ((lq[1:] - lq[:-1]).abs() * 255)[..., 4:-4, 4:-4].mean()
+    assert logged[0]['no_warp'] == pytest.approx(no_warp.item(), abs=1e-4)
+    assert 0 < logged[0]['warp_lr'] < 1.2 * logged[0]['no_warp']
     ckpt = tmp_path / 'experiments' / 'pof_tiny' / 'models' / 'net_g_latest.pth'
     net = HOFFR(pof_num_feat=8, pof_num_block=1, pof_path=str(ckpt))
     state = torch.load(ckpt)['params_ema']
