@@ -715,6 +715,8 @@ def finish(args, ctx, run, out, device_name, log):
     entry.update(verdict=text, baselines=dict(bases), scored=True, train_compile=run['compile'], sweep=ctx['sweep'])
     (out / 'ledger.json').write_text(json.dumps(entry, indent=1) + '\n')
     new_label = f'this run: {info["label"]} EMA, {run["iterations"]} iterations'
+    sweep_md = [f'Batch sweep ({len(ctx["sweep"])} rows; samples/s of training, random clips, after warm-up; bf16: '
+                'autocast):', '', batch_sweep.table(ctx['sweep']), ''] if ctx['sweep'] else []
     probe_rows = '\n'.join(f'| {p["batch"]} | {p["samples_per_s"]} | {p["peak_mib"]} |' for p in run['probe'])
     md = '\n'.join([
         f'# {info["label"]} continued on {device_name}, {entry["date"]}', '',
@@ -724,8 +726,7 @@ def finish(args, ctx, run, out, device_name, log):
         f'Start: {run["start"]}; batch {run["batch"]}, lr {run["lr"]:.2e} (warm-up {run["warmup_iter"]}), '
         f'total_iter {run["total_iter"]}, {run["iterations"]} done in {run["minutes"]:.2f} training minutes.', '',
         '| probe batch | samples/s | peak MiB |', '|---|---|---|', probe_rows, '',
-        f'Training: train.compile {run["compile"]}. Batch sweep ({len(ctx["sweep"])} rows; samples/s of training, '
-        'random clips, after warm-up; bf16: autocast):', '', batch_sweep.table(ctx['sweep']), '',
+        f'train.compile: {run["compile"]}', '', *sweep_md,
         'Timeline (s since the call started): ' + ', '.join(f'{k} {v}' for k, v in run['timeline'].items())])
     (out / 'gpu_train.md').write_text(md + '\n')
     log('\n' + md)
@@ -734,6 +735,7 @@ def finish(args, ctx, run, out, device_name, log):
 
 def main(argv=None):
     from hoffr_arch.data.frame_io import DatasetError
+    from hoffr_arch.data.video_io import MediaError
     args = parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -743,7 +745,7 @@ def main(argv=None):
     log(f'gpu_train on {device_name}, torch {torch.__version__}, out {out}')
     try:
         ctx = prepare_run(args, log)
-    except (CheckpointError, DatasetError, FileNotFoundError, KeyError) as err:
+    except (CheckpointError, DatasetError, MediaError, FileNotFoundError, KeyError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     try:
