@@ -9,7 +9,7 @@ import yaml
 
 from datasets_lmdb.__main__ import main as datasets_cli
 
-from conftest import copy_run, make_reds
+from conftest import copy_run, smooth_frames, write_clip
 from pipeline import (batch_keys, edit_options, logged_metrics, metrics_by_value, read_logs, run, saved_frames,
                       train_options)
 
@@ -127,7 +127,12 @@ def test_stock_basicvsr_trains_on_our_lmdb_with_basicsr_reds_dataset(tmp_path):
     import re
     import torch
     from basicsr.archs.basicvsr_arch import BasicVSR
-    src = make_reds(tmp_path / 'REDS', {'001': 100}, h=256, w=256)  # 100 frames (REDS), LR >= 64 (SpyNet)
+    # the two kinds it reads: 100 frames (as REDS has), LR >= 64 pixels (SpyNet)
+    sharp = smooth_frames(100, 256, 256, 0)
+    write_clip(tmp_path / 'REDS' / 'train_sharp' / '001', sharp)
+    write_clip(tmp_path / 'REDS' / 'train_blur_bicubic' / 'X4' / '001',
+               [cv2.resize(cv2.blur(f, (5, 5)), (64, 64), interpolation=cv2.INTER_AREA) for f in sharp])
+    src = tmp_path / 'REDS'
     out = tmp_path / 'lmdb'
     assert datasets_cli(['reds', '--input', str(src), '--output', str(out)]) == 0
     train = out / 'train'
