@@ -34,6 +34,7 @@ DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 CHOICES = ('auto', ) + tuple(DTYPES)
 COMPILE_MODES = ('none', 'default', 'reduce-overhead', 'max-autotune')
 CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')  # the modes that replay CUDA graphs on a GPU
+RECOMPILE_LIMIT = 64  # graphs a compiled function may hold (shapes x first/later frame x networks)
 NATIVE_BF16 = ('amx_bf16', 'avx512_bf16')  # x86 features that make bf16 faster than fp32 on a CPU
 CPUINFO = Path('/proc/cpuinfo')
 
@@ -107,14 +108,21 @@ class ComputePath:
         """``fn`` (a function or module) compiled in this path's mode, as ``torch.compile`` gives it (no
         replay safeguards: for training, where CUDA graph trees keep one iteration's graphs and their
         saved activations together); ``fn`` itself for ``none``. One static graph per input shape
-        (``dynamic=False``). ``backend`` (e.g. ``'aot_eager'``: dynamo's graph capture and autograd
-        without inductor's code generation, which is cheap enough for tests) replaces inductor and its
-        mode."""
+        (``dynamic=False``), up to ``RECOMPILE_LIMIT`` graphs (dynamo's default, 8, counts every HOFFR in
+        the process and both of a shape's graphs: a tiled frame's edge tiles would pass it and run
+        eager). ``backend`` (e.g. ``'aot_eager'``: dynamo's graph capture and autograd without
+        inductor's code generation, which is cheap enough for tests) replaces inductor and its mode."""
         if self.compile == 'none':
             return fn
         if backend is None:
-            return torch.compile(fn, mode=self.compile, dynamic=False)
-        return torch.compile(fn, backend=backend, dynamic=False)
+            graph = torch.compile(fn, mode=self.compile, dynamic=False)
+        else:
+            graph = torch.compile(fn, backend=backend, dynamic=False)
+
+        def limited(*args, **kwargs):
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                return graph(*args, **kwargs)
+        return limited
 
     def compiled(self, fn, backend=None):
         """``graph(fn, backend)`` for inference: where CUDA graphs are replayed (``cuda_graphs``) each

@@ -77,6 +77,16 @@ def test_compiled_streaming_step_equals_eager_over_frames():
     assert len(graphs) == 2  # the first frame's graph and the one every later frame replays
 
 
+def test_every_shape_gets_its_graph_past_dynamo_default_limit():
+    """One static graph per shape: the 12 shapes of a tiled clip's edges and frames all compile (dynamo's
+    default limit of 8 would run the 9th and later eager, silently but for a warning)."""
+    graphs = []
+    step = choose('fp32', 'cpu', compile='default').compiled(lambda x: x * 2 + 1, counting_backend(graphs, 'eager'))
+    for n in range(1, 13):
+        assert step(torch.ones(n)).sum() == 3 * n
+    assert len(graphs) == 12
+
+
 def test_replayed_graph_outputs_are_clones(monkeypatch):
     """Where CUDA graphs are replayed, each call starts a graph step and hands back its own copies."""
     calls = []
