@@ -9,7 +9,7 @@ from . import DatasetError, dvd_plan, gopro_plan, pack, reds_plan, synth, verify
 from .layout import GOPRO_SPLITS, reds_exposures
 from .synth import EXPOSURE_MODES
 from hoffr_arch.data.frame_io import ENCODINGS
-from hoffr_arch.data.video_io import check_apart
+from hoffr_arch.data.video_io import MediaError, check_apart
 
 
 def _pack_options(p):
@@ -124,7 +124,7 @@ def main(argv=None):
             print(f'{split}: {len(next(iter(splits[split].values())))} clips; ' +
                   ', '.join(f'{kind} {n} frames' for kind, n in kinds.items()))
         return 0
-    except DatasetError as err:
+    except (DatasetError, MediaError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     except OSError as err:  # an output path that is a file, read-only, a full disk...

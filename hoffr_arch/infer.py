@@ -372,7 +372,7 @@ def main(argv=None):
             facts = [('input', args.input), ('model', args.model or STARTER), ('tiles', args.tile or 'whole frames'),
                      ('compute path', backend.described)]
             warnings.append(f'report: {write_infer_report(args.report, step, [i.name for i, _ in todo], facts)}')
-    except (InferError, DatasetError, ReportError) as err:
+    except (InferError, DatasetError, MediaError, ReportError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1 if isinstance(err, PartialError) else 2
     for line in warnings:

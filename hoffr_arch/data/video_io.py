@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .frame_io import DatasetError, list_frames
+from .frame_io import list_frames
 
 VIDEO_EXTS = ('.mp4', '.mov', '.m4v', '.mkv', '.webm', '.avi', '.ts', '.mts', '.flv', '.wmv', '.mpg', '.mpeg')
 # encoder by output extension when none is asked for (webm holds VP8/VP9/AV1 only)
@@ -39,7 +39,7 @@ CODECS = ('libx264', 'libx265', 'libsvtav1')
 FRAME_NAME = re.compile(r'^\d{8}\.png$')
 
 
-class MediaError(DatasetError):
+class MediaError(ValueError):
     """A video or frame folder that cannot be read or written; the message names the file."""
 
 
