@@ -64,7 +64,7 @@ TOP = {'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'net
        'logger', 'dist_params', 'find_unused_parameters'}
 DATASET_COMMON = {'name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu',
                   'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'use_shuffle'}
-VAL = {'val_freq', 'save_img', 'metrics', 'skip_border_frames', 'bf16', 'suffix'}
+VAL = {'val_freq', 'save_img', 'metrics', 'suffix'}  # what BasicSR's own models read; ours declare VAL_OPTIONS
 LOGGER = {'print_freq', 'save_checkpoint_freq', 'use_tb_logger', 'wandb'}
 PATH = {'pretrain_network_g', 'strict_load_g', 'param_key_g', 'resume_state', 'ignore_resume_networks'}
 
@@ -191,7 +191,7 @@ def check_options(path, is_train=True, force=()):
         for key in ('print_freq', 'save_checkpoint_freq'):
             c.number(opt['logger'], 'logger', key, 1, integer=False)  # BasicSR's YAMLs write !!float 5e3
     if opt.get('val') is not None:
-        _check_val(c, opt['val'], is_train and 'val' in phases)
+        _check_val(c, opt['val'], is_train and 'val' in phases, getattr(model, 'VAL_OPTIONS', VAL))
     return opt
 
 
@@ -321,8 +321,8 @@ def with_periods(train):
     return sched
 
 
-def _check_val(c, val, needs_freq):
-    c.keys(val, 'val', VAL, ['val_freq'] if needs_freq else [])
+def _check_val(c, val, needs_freq, allowed):
+    c.keys(val, 'val', allowed, ['val_freq'] if needs_freq else [])
     c.number(val, 'val', 'val_freq', 1, integer=False)
     for name, metric in (val.get('metrics') or {}).items():
         fn = c.registered(metric, f'val.metrics.{name}', METRIC_REGISTRY, 'metric')

@@ -13,8 +13,8 @@
 - one ``optimize_parameters``: zero the gradients, losses (under ``autocast``), stop on a non-finite
   total, backward, step, log, EMA.
 
-The train options a model reads are ``TRAIN_OPTIONS`` (``hoffr_arch.options`` checks a YAML against
-its model class's); subclasses add theirs.
+The options a model reads are ``TRAIN_OPTIONS`` and ``VAL_OPTIONS`` (``hoffr_arch.options`` checks a
+YAML against its model class's); subclasses add theirs.
 """
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -73,6 +73,7 @@ class HOFFRBaseModel(TimeBudgetMixin, RunSafetyMixin, SRModel):
     OPTIMIZERS = OPTIMIZERS
     TRAIN_OPTIONS = frozenset({'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'losses',
                                *BUDGET_OPTIONS})
+    VAL_OPTIONS = frozenset({'val_freq', 'save_img', 'metrics', 'suffix'})
 
     def init_training_settings(self):
         self.net_g.train()

@@ -83,6 +83,7 @@ class HOFFRModel(HOFFRBaseModel):
 
     LOSS_INPUTS = LOSS_INPUTS
     TRAIN_OPTIONS = HOFFRBaseModel.TRAIN_OPTIONS | {*SHORTHANDS, 'flow_lr_mul', 'bf16', 'compile', 'log_batch_keys'}
+    VAL_OPTIONS = HOFFRBaseModel.VAL_OPTIONS | {'skip_border_frames', 'bf16'}
 
     def model_to_device(self, net):
         if self.opt['is_train'] and self.opt['train'].get('flow_lr_mul', 1) == 0:
