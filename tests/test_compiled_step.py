@@ -9,9 +9,11 @@ plus AOT autograd's joint forward/backward graph, functionalized, as inductor re
 Inductor's kernels are torch's to test; the GPU script (``benchmarks.gpu_train``) times the real modes.
 """
 import copy
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from hoffr_arch.archs.hoffr_arch import HOFFR
 from hoffr_arch.precision import COMPILE_MODES, choose, compile_recurrent_step
@@ -143,3 +145,18 @@ def test_train_compile_option_reaches_the_network():
     model.opt['train']['compile'] = False
     net = model.model_to_device(tiny_net())
     assert '_step' not in vars(net) and 'forward' not in vars(net.pof)
+
+
+def test_options_check_names_train_compile(tmp_path):
+    from hoffr_arch.options import OptionsError, check_options, load_yaml
+    opt = load_yaml(Path(__file__).resolve().parents[1] / 'options' / 'train' / 'train_HOFFR_S_x4.yml')
+    for value in ('reduce-overhead', True, False):
+        opt['train']['compile'] = value
+        (tmp_path / 'ok.yml').write_text(yaml.safe_dump(opt))
+        assert check_options(tmp_path / 'ok.yml')['train']['compile'] == value
+    opt['train']['compile'] = 'fast'
+    (tmp_path / 'bad.yml').write_text(yaml.safe_dump(opt))
+    with pytest.raises(OptionsError) as err:
+        check_options(tmp_path / 'bad.yml')
+    assert str(err.value) == (f"{tmp_path / 'bad.yml'}: 'train.compile' must be false, true or one of none, default, "
+                              "reduce-overhead, max-autotune, got 'fast'")
