@@ -30,6 +30,7 @@ BACKENDS = ('torch', 'onnxruntime', 'openvino', 'auto')
 GRAPH_BACKENDS = ('onnxruntime', 'openvino')
 STEP_NAMES = (['lq', 'prev_lq', 'prev_hr'], ['hr', 'deblurred'])
 OV_PRECISION = {torch.float32: 'f32', torch.bfloat16: 'bf16'}
+EXTRAS = {'onnxruntime': ('onnx', ['onnxruntime', 'onnx']), 'openvino': ('openvino', ['openvino', 'onnx'])}
 
 
 class BackendError(ValueError):
@@ -64,12 +65,8 @@ def choose_backend(backend='torch', dtype='auto', device='cpu', compile='none'):
         raise BackendError(f'--compile {compile}: choose one of {", ".join(COMPILE_MODES)}')
     why_backend = ''
     if backend == 'auto':
-        use_ov = device.type == 'cpu' and compile == 'none' and installed('openvino')
-        backend = 'openvino' if use_ov else 'torch'
-        why_backend = ('; backend auto: openvino, installed and the fastest measured on CPUs' if use_ov else
-                       '; backend auto: torch (' + ('not a CPU' if device.type != 'cpu' else
-                                                    'as --compile asks' if compile != 'none' else
-                                                    "openvino not installed: pip install '.[openvino]'") + ')')
+        backend, why = _auto_backend(device, compile)
+        why_backend = f'; backend auto: {backend}, {why}'
     if backend == 'torch':
         path = _torch_path(dtype, device, compile)
         return Backend('torch', path, path.describe() + why_backend)
@@ -77,12 +74,25 @@ def choose_backend(backend='torch', dtype='auto', device='cpu', compile='none'):
         raise BackendError(f'--compile {compile} is for --backend torch, not {backend}')
     if device.type != 'cpu':
         raise BackendError(f'--backend {backend} runs on the CPU here, not on {device}')
-    if not installed(backend):
-        extra = 'onnx' if backend == 'onnxruntime' else 'openvino'
-        raise BackendError(f"--backend {backend}: the {backend} package is not installed (pip install '.[{extra}]')")
+    extra, packages = EXTRAS[backend]
+    for package in packages:
+        if not installed(package):
+            raise BackendError(f'--backend {backend}: the {package} package is not installed '
+                               f"(pip install '.[{extra}]')")
     path = _graph_path(backend, dtype, device)
     name = 'fp32' if path.dtype == torch.float32 else 'bf16'
     return Backend(backend, path, f'compute path: {backend} {name} on cpu ({path.why}{why_backend})')
+
+
+def _auto_backend(device, compile):
+    """(engine, why) that ``--backend auto`` takes: OpenVINO on a CPU where installed, torch elsewhere."""
+    if device.type != 'cpu':
+        return 'torch', f'not a CPU ({device.type})'
+    if compile != 'none':
+        return 'torch', f'as --compile {compile} asks'
+    if not all(map(installed, EXTRAS['openvino'][1])):
+        return 'torch', "the openvino extra is not installed (pip install '.[openvino]')"
+    return 'openvino', 'installed, and the fastest engine measured on CPUs'
 
 
 def _torch_path(dtype, device, compile):

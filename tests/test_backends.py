@@ -85,9 +85,13 @@ def test_backend_choice_and_its_line(monkeypatch):
     monkeypatch.setattr(backends, 'installed', lambda name: name != 'openvino')
     chosen = choose_backend('auto', 'auto', 'cpu')
     assert chosen.name == 'torch' and chosen.line.startswith('compute path: fp32 on cpu')
-    assert 'backend auto: torch (openvino not installed' in chosen.line
+    assert 'backend auto: torch, the openvino extra is not installed' in chosen.line
     with pytest.raises(BackendError, match=r"openvino package is not installed \(pip install '.\[openvino\]'\)"):
         choose_backend('openvino', 'auto', 'cpu')
+    monkeypatch.setattr(backends, 'installed', lambda name: name != 'onnx')  # the exporter's package
+    assert choose_backend('auto', 'auto', 'cpu').name == 'torch'
+    with pytest.raises(BackendError, match=r"the onnx package is not installed \(pip install '.\[onnx\]'\)"):
+        choose_backend('onnxruntime', 'auto', 'cpu')
     monkeypatch.setattr(backends, 'installed', lambda name: True)
     chosen = choose_backend('auto', 'auto', 'cpu')
     assert (chosen.name, chosen.path.dtype) == ('openvino', torch.float32)
@@ -116,7 +120,7 @@ def test_flag_errors_are_one_line_exit_2(tmp_path, tiny, capsys, monkeypatch):
             infer(base + flags)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and message in err and len(err.splitlines()) == 1, err
-    if backends.installed('openvino'):
+    if backends.installed('openvino') and backends.installed('onnx'):
         (tmp_path / 'garbage.onnx').write_bytes(b'\x08\x01garbage')
         assert infer(base[2:] + ['--model', str(tmp_path / 'garbage.onnx'), '--backend', 'openvino']) == 2
         err = capsys.readouterr().err
