@@ -133,8 +133,8 @@ def parse_args(argv):
     p.add_argument('--out', required=True, help='JSON lines, one a row, appended as each row ends')
     p.add_argument('--device', default='cuda' if cuda else 'cpu')
     p.add_argument('--seconds', type=float, default=150, help='no row starts after this many seconds')
-    p.add_argument('--batches-s', type=int, nargs='+', default=[4, 8, 16, 32, 64])
-    p.add_argument('--batches-default', type=int, nargs='+', default=[4, 8, 16, 32])
+    p.add_argument('--batches-s', type=int, nargs='*', default=[4, 8, 16, 32, 64])
+    p.add_argument('--batches-default', type=int, nargs='*', default=[4, 8, 16, 32])
     p.add_argument('--compiled-batches-s', type=int, nargs='*', default=[16, 64])
     p.add_argument('--compiled-batches-default', type=int, nargs='*', default=[8])
     p.add_argument('--variants', nargs='+', choices=list(VARIANTS), default=list(VARIANTS),
