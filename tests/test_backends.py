@@ -53,9 +53,10 @@ def run_steps(steps, frames):
 
 
 @pytest.mark.parametrize('engine', ['onnxruntime', 'openvino'])
-def test_graph_backend_matches_torch_over_frames(tiny, engine):
+def test_graph_backend_matches_torch_over_frames(tiny, engine, monkeypatch):
     pytest.importorskip(engine, reason=f"{engine} is not installed (pip install '.[{engine}]')")
-    net, _, graph, _ = tiny
+    net, _, graph, root = tiny
+    monkeypatch.setattr(tempfile, 'tempdir', str(root))  # OpenVINO's compiled graph: the session's cache
     step = OnnxStep(graph) if engine == 'onnxruntime' else backends.OpenVinoStep(graph)
     frames = torch.rand(3, 1, 3, 21, 30)  # odd height (padded as HOFFR.step pads), another size than traced
     outs = run_steps({'torch': torch_step(net), engine: step}, frames)
