@@ -80,7 +80,7 @@ class HOFFRBaseModel(TimeBudgetMixin, RunSafetyMixin, SRModel):
         train_opt = self.opt['train']
         self.setup_ema(train_opt.get('ema_decay', 0))
         self.losses = self.build_losses(self.loss_specs(train_opt))
-        self.use_autocast = False
+        self.use_bf16 = False
         self.setup_optimizers()
         self.setup_schedulers()
 
@@ -143,7 +143,7 @@ class HOFFRBaseModel(TimeBudgetMixin, RunSafetyMixin, SRModel):
         """One training step; stops every rank on a non-finite loss before the weights change."""
         self.start_clock()
         self.optimizer_g.zero_grad(set_to_none=True)
-        with self.autocast(self.use_autocast):
+        with self.autocast(self.use_bf16):
             terms, logged = self.compute_losses(self.loss_inputs(current_iter))
         total = sum(terms.values())
         self.check_finite_loss(total, OrderedDict(terms, **logged), current_iter)

@@ -107,7 +107,7 @@ class HOFFRModel(HOFFRBaseModel):
         if needs_sharp and not self.opt['datasets'].get('train', {}).get('dataroot_lq_sharp'):
             raise KeyError(f'train losses {", ".join(needs_sharp)} need the sharp LR frames: set '
                            'datasets.train.dataroot_lq_sharp')
-        self.use_autocast = bool(self.opt['train'].get('bf16')) and self.device.type in ('cuda', 'cpu')
+        self.use_bf16 = bool(self.opt['train'].get('bf16')) and self.device.type in ('cuda', 'cpu')
         self.log_batch_keys = bool(self.opt['train'].get('log_batch_keys'))
 
     def loss_specs(self, train_opt):
