@@ -3,6 +3,8 @@ import csv
 import json
 import math
 
+import cv2
+import numpy as np
 import pytest
 
 from datasets_lmdb.__main__ import main as datasets_cli
@@ -20,6 +22,19 @@ TINY = {  # the published sizes are too slow for a test; the code path is the sa
 }
 
 
+def plotted_colours(png, alpha):
+    """The matplotlib default-cycle colours (C0, C1, ...) drawn with ``alpha`` over white in the (540, 840)
+    figure ``png`` (7 x 4.5 inches at 120 dpi): how many pixels of each, in cycle order."""
+    from matplotlib import colors, rcParams
+    img = cv2.imread(str(png)).astype(int)
+    assert img.shape == (540, 840, 3)
+    counts = []
+    for colour in rcParams['axes.prop_cycle'].by_key()['color']:
+        bgr = np.array(colors.to_rgb(colour)[::-1]) * 255 * alpha + 255 * (1 - alpha)
+        counts.append(int((np.abs(img - bgr) <= 2).all(-1).sum()))
+    return counts
+
+
 def test_benchmark_equal_budget_every_column(tmp_path):
     src = make_reds(tmp_path / 'REDS', {'000': 6, '001': 6}, h=256, w=256)  # SpyNet needs LR >= 64
     assert datasets_cli(['reds', '--input', str(src), '--output', str(tmp_path / 'lmdb')]) == 0
@@ -33,9 +48,15 @@ def test_benchmark_equal_budget_every_column(tmp_path):
     for row in rows:
         for column in COLUMNS[1:]:
             assert isinstance(row[column], (int, float)) and math.isfinite(row[column]), (row['model'], column)
-        assert row['frames'] == 10 and row['peak_mem_MiB'] > 0 and row['sec_per_frame'] > 0
-        if row['model'] != 'bicubic':
-            assert row['params_M'] > 0 and row['gflops_per_frame'] > 0
+        assert row['frames'] == 10 and row['peak_mem_MiB'] > 100 and 0 < row['sec_per_frame'] < 60
+    # the size columns by value: the parameters of each network as its training YAML builds it, none for bicubic
+    from basicsr.archs import build_network
+    from hoffr_arch.options import load_yaml
+    for row in rows[:-1]:
+        net = build_network(dict(load_yaml(tmp_path / 'out' / f'train_{row["model"]}.yml')['network_g']))
+        assert row['params_M'] == pytest.approx(sum(p.numel() for p in net.parameters()) / 1e6, rel=1e-9)
+        assert row['gflops_per_frame'] > 0
+    assert rows[-1]['params_M'] == 0
     # bicubic's row by value: BasicSR's MATLAB bicubic of the blurry LR frames against the GT
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import tensor2img
@@ -51,7 +72,10 @@ def test_benchmark_equal_budget_every_column(tmp_path):
         assert [r['model'] for r in csv.DictReader(f)] == list(MODELS)
     table = (tmp_path / 'out' / 'benchmark.md').read_text()
     assert 'equal budget: 1 iterations' in table and table.count('\n| ') == 7
-    assert (tmp_path / 'out' / 'benchmark.png').stat().st_size > 10000
+    # one marker a row, each in its own colour (alpha 0.6): six rows, the cycle's first six colours and
+    # none of the later ones (C7 is grey, as text edges are)
+    drawn = plotted_colours(tmp_path / 'out' / 'benchmark.png', 0.6)
+    assert all(n >= 5 for n in drawn[:6]) and drawn[6] == drawn[8] == drawn[9] == 0, drawn
 
 
 def test_equal_minutes_gives_learning_curves(tmp_path):
@@ -72,7 +96,12 @@ def test_equal_minutes_gives_learning_curves(tmp_path):
     assert minutes == sorted(minutes) and iters == sorted(iters) and iters[0] > 0
     assert 0.1 <= minutes[-1] < 0.4  # stopped at the budget (one iteration past it at most)
     assert 'equal time: 0.1 training minutes' in (out / 'benchmark.md').read_text()
-    assert (out / 'learning_curves.png').stat().st_size > 10000
+    # HOFFR's curve (the first colour, opaque), no other model's; bicubic's grey line (text edges alone
+    # leave about 50 grey pixels, the line adds hundreds)
+    drawn = plotted_colours(out / 'learning_curves.png', 1.0)
+    assert drawn[0] >= 50 and not any(drawn[1:7] + drawn[8:]), drawn
+    grey = (np.abs(cv2.imread(str(out / 'learning_curves.png')).astype(int) - 128) <= 2).all(-1).sum()
+    assert grey >= 250, grey
 
 
 def test_spynet_models_refuse_small_patches_before_training(tmp_path, capsys):
@@ -116,7 +145,14 @@ def test_one_evaluation_loop_scores_by_value(tmp_path):
             yield bicubic if i == 0 else (bicubic + clip['gt'][i]) / 2
 
     result = evaluate(better_after_first, data, tof=True)
-    assert result['gain_first'] == 0 and result['gain_later'] > 0.5 and result['frames'] == 8
+    assert result['gain_first'] == 0 and result['frames'] == 8
+    # each later frame gains what halving its distance to the ground truth gains over bicubic
+    def psnr(img, gt):
+        return calculate_psnr(tensor2img(img), tensor2img(gt), 0)
+    gains = [psnr((imresize(c['lq'][i], 4).clamp(0, 1) + c['gt'][i]) / 2, c['gt'][i])
+             - psnr(imresize(c['lq'][i], 4).clamp(0, 1), c['gt'][i]) for c in (data[0], data[1]) for i in (1, 2, 3)]
+    assert result['gain_later'] == pytest.approx(np.mean(gains), abs=1e-6)
+    assert all(g == pytest.approx(6.02, abs=0.3) for g in gains), gains  # half the error: a quarter the MSE
     assert [c[0] for c in result['per_clip']] == ['000', '001']
     fma = [calculate_psnr(tensor2img((imresize(c['lq'][i], 4).clamp(0, 1) + c['gt'][i]) / 2), tensor2img(c['gt'][i]), 4)
            for c in (data[0], data[1]) for i in (1, 2)]
