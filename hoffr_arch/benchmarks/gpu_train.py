@@ -304,20 +304,24 @@ def start_sweep(args, work, log):
 
 
 def end_sweep(sweep, log, stop=False):
-    """Wait for the sweep until its cap (then end it: the rows it finished are kept; ``stop``: end it
-    now), give this process its cores back; returns its rows."""
+    """After the corpus: every core to both processes again; wait for the sweep until its cap (then end
+    it: the rows it finished are kept; ``stop``: end it now). Returns its rows."""
     if sweep is None:
         return []
     proc = sweep['proc']
     if stop:
         proc.kill()
+    os.sched_setaffinity(0, sweep['cores'])
+    try:  # the corpus is built: the sweep's main thread (and the compile workers it starts) may use every core
+        os.sched_setaffinity(proc.pid, sweep['cores'])
+    except OSError:  # it has ended
+        pass
     try:
         proc.wait(timeout=max(0., sweep['cap'] - time.time()))
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         log('sweep: cut at its cap')
-    os.sched_setaffinity(0, sweep['cores'])
     rows = batch_sweep.read_rows(sweep['rows'])
     log(f'sweep: {len(rows)} rows (exit {proc.returncode})\n' + batch_sweep.table(rows), mark='sweep')
     return rows
