@@ -1,4 +1,5 @@
 """Shared fixtures. ``../shared/data`` (real frames) is used when present; tests that need it skip otherwise."""
+import os
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,9 @@ import hoffr_arch  # noqa: F401  (compat first, then the registries)
 from hoffr_arch.archs.hoffr_arch import HOFFR
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+
+if os.environ.get('PYTEST_XDIST_WORKER'):  # pytest -n N: N workers share the cores, one thread each
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -201,3 +205,15 @@ def real_clip():
         return read_frames(folder, max_frames=12)
     clip = Path(__file__).resolve().parents[1] / 'hoffr_arch' / 'assets' / 'sam2_01_dog.mp4'
     return read_frames(clip, start=90, max_frames=12, resize=(416, 240))
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'xdist_group(name): tests pytest-xdist runs in one worker (--dist loadgroup)')
+
+
+def pytest_collection_modifyitems(items):
+    """Under ``pytest -n N --dist loadgroup`` the tests of one finished run (``trained_run``) share a worker,
+    so that run is made once."""
+    for item in items:
+        if 'trained_run' in getattr(item, 'fixturenames', ()):
+            item.add_marker(pytest.mark.xdist_group('trained_run'))
