@@ -80,12 +80,13 @@ def test_benchmark_equal_budget_every_column(tmp_path):
 
 def test_equal_minutes_gives_learning_curves(tmp_path):
     """--train-minutes: each model trains for the same wall-clock time (hoffr_arch.train --time-budget),
-    checkpoints on the way are scored, the curve is written."""
+    checkpoints on the way are scored, the curve is written. 0.2 minutes: a first iteration slowed by a
+    busy machine (another pytest worker) still leaves several checkpoints."""
     src = make_reds(tmp_path / 'REDS', {'000': 6}, h=64, w=64)
     assert datasets_cli(['reds', '--input', str(src), '--output', str(tmp_path / 'lmdb')]) == 0
     split = tmp_path / 'lmdb' / 'train'
     out = tmp_path / 'out'
-    benchmark(['--data', str(split), '--train-data', str(split), '--train-minutes', '0.1', '--curve-every', '0.05',
+    benchmark(['--data', str(split), '--train-data', str(split), '--train-minutes', '0.2', '--curve-every', '0.05',
                '--batch', '1', '--gt-size', '32', '--num-frame', '3', '--max-frames', '3', '--out', str(out),
                '--device', 'cpu', '--models', 'HOFFR', 'bicubic', '--network', f'HOFFR={json.dumps(TINY["HOFFR"])}'])
     with open(out / 'learning_curves.csv') as f:
@@ -94,8 +95,8 @@ def test_equal_minutes_gives_learning_curves(tmp_path):
     iters = [int(r['iter']) for r in rows]
     assert len(rows) >= 2 and all(r['model'] == 'HOFFR' for r in rows)
     assert minutes == sorted(minutes) and iters == sorted(iters) and iters[0] > 0
-    assert 0.1 <= minutes[-1] < 0.4  # stopped at the budget (one iteration past it at most)
-    assert 'equal time: 0.1 training minutes' in (out / 'benchmark.md').read_text()
+    assert 0.2 <= minutes[-1] < 0.5  # stopped at the budget (one iteration past it at most)
+    assert 'equal time: 0.2 training minutes' in (out / 'benchmark.md').read_text()
     # HOFFR's curve (the first colour, opaque), no other model's; bicubic's grey line (text edges alone
     # leave about 50 grey pixels, the line adds hundreds)
     drawn = plotted_colours(out / 'learning_curves.png', 1.0)
