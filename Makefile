@@ -22,8 +22,8 @@ $(VENV)/.installed: setup.py
 demo: install
 	$(PY) -m hoffr_arch.demo
 
-test: install
-	$(PY) -m pytest -q tests
+test: install  # two workers (pytest-xdist): the tests wait on subprocesses and imports as much as they compute
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 lint: install  # ruff.toml: pyflakes and pycodestyle at 120 columns, as BasicSR's flake8
 	$(PY) -m ruff check .

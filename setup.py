@@ -33,6 +33,6 @@ setup(
         'onnx': ['onnx', 'onnxruntime'],
         # infer --backend openvino: OpenVINO runs our ONNX export (onnx writes and reads its metadata)
         'openvino': ['onnx', 'openvino'],
-        'test': ['pytest', 'onnx', 'onnxruntime', 'ruff'],
+        'test': ['pytest', 'pytest-xdist', 'onnx', 'onnxruntime', 'ruff'],
     },
 )
