@@ -33,6 +33,7 @@ setup(
         'onnx': ['onnx', 'onnxruntime'],
         # infer --backend openvino: OpenVINO runs our ONNX export (onnx writes and reads its metadata)
         'openvino': ['onnx', 'openvino'],
-        'test': ['pytest', 'pytest-xdist', 'onnx', 'onnxruntime', 'ruff'],
+        # openvino too, so that CI runs the OpenVINO backend's tests instead of skipping them
+        'test': ['pytest', 'pytest-xdist', 'onnx', 'onnxruntime', 'openvino', 'ruff'],
     },
 )
