@@ -13,8 +13,7 @@ from .layout import LR_OF
 
 def verify(out, scale=4):
     """Check every split under ``out``; returns (problems, {split: {kind: frames}}, {split: {kind: formats}})
-    where formats counts the stored formats (``stored_format``: bmp, png, jpg, or raw for LMDBs written
-    before BMP became the default)."""
+    where formats counts the stored formats (``stored_format``: bmp, png or jpg)."""
     out = Path(out)
     problems, counts, formats = [], {}, {}
     splits = sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []
