@@ -70,6 +70,7 @@ class HOFFRBaseModel(TimeBudgetMixin, RunSafetyMixin, SRModel):
     """The shared training logic (see the module docstring); not registered, subclass it."""
 
     LOSS_INPUTS = ()  # the names ``loss_inputs`` provides
+    LOSS_EXAMPLE = '[{type: SRLoss}]'  # for the message when train.losses is missing
     OPTIMIZERS = OPTIMIZERS
     TRAIN_OPTIONS = frozenset({'ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'losses',
                                *BUDGET_OPTIONS})
@@ -104,8 +105,6 @@ class HOFFRBaseModel(TimeBudgetMixin, RunSafetyMixin, SRModel):
         if not specs:
             raise KeyError(f'train.losses is required (a list of losses, e.g. {self.LOSS_EXAMPLE})')
         return specs
-
-    LOSS_EXAMPLE = '[{type: SRLoss}]'
 
     def build_losses(self, specs):
         """[(log name, input names, loss module)] from loss specifications (``build_losses``)."""
