@@ -12,7 +12,7 @@ setup(
     'as a BasicSR plugin',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
-    python_requires='>=3.10',
+    python_requires='>=3.11',  # 3.10's newest onnxruntime (1.23) runs our ONNX export off torch: README
     packages=find_packages(include=['hoffr_arch', 'hoffr_arch.*', 'datasets_lmdb', 'datasets_lmdb.*']),
     # the bundled clip and the shipped weights: a non-editable install (pip install ., a wheel) has them too
     package_data={'hoffr_arch': ['assets/*.pth', 'assets/*.mp4', 'assets/*.md']},
