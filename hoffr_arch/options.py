@@ -277,9 +277,11 @@ def _check_losses(c, train, model):
         cls = c.component(spec, f'train.losses[{i}]', LOSS_REGISTRY, 'loss', extra=('name', 'inputs'))
         inputs = spec.get('inputs') or getattr(cls, 'inputs', ('output', 'gt'))
         bad = [k for k in inputs if k not in model.LOSS_INPUTS]
+        if bad and spec.get('inputs'):
+            c.fail(f"'train.losses[{i}].inputs': unknown {bad} (known: {', '.join(model.LOSS_INPUTS)})")
         if bad:
-            where = f'train.losses[{i}].inputs' if spec.get('inputs') else f'train.losses[{i}]: {cls.__name__} takes'
-            c.fail(f"'{where}': unknown {bad} (known: {', '.join(model.LOSS_INPUTS)})")
+            c.fail(f"'train.losses[{i}]': {cls.__name__} takes {bad}, which {model.__name__} does not give "
+                   f"(it gives: {', '.join(model.LOSS_INPUTS)}; set its inputs)")
 
 
 def derive_schedule(c, train):
