@@ -2,6 +2,9 @@
 import os
 from pathlib import Path
 
+if os.environ.get('PYTEST_XDIST_WORKER'):  # pytest -n N: N workers share the cores, one thread each, and so do
+    os.environ.setdefault('OMP_NUM_THREADS', '1')  # the processes they start (training, conversion, forkserver)
+
 import cv2
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ from hoffr_arch.archs.hoffr_arch import HOFFR
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 
-if os.environ.get('PYTEST_XDIST_WORKER'):  # pytest -n N: N workers share the cores, one thread each
+if os.environ.get('PYTEST_XDIST_WORKER'):
     torch.set_num_threads(1)
 
 
@@ -177,6 +180,22 @@ def trained_run(tmp_path_factory, lmdb_data):
     opt = train_options(tmp, lmdb_data, name='cut', total_iter=7, save_freq=6)
     run('hoffr_arch.train', opt, tmp / 'root', tmp)
     return tmp / 'root'
+
+
+def python_m(module, *args, cwd=None, env=None, timeout=300):
+    """``python -m module *args`` as a user runs it, in a process of its own, with ``env`` added to the
+    environment; a ``subprocess.CompletedProcess`` with its text output. The process is forked from a
+    server that has imported hoffr_arch (``hoffr_arch.benchmarks.isolated.run_module``): the same run
+    without the ~10 s of imports a new interpreter pays on 2 cores. Tests of a fresh interpreter's
+    imports, of torchrun and of killed processes start real ones."""
+    import subprocess
+    import tempfile
+    from hoffr_arch.benchmarks.isolated import run_module
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp) / 'stdout', Path(tmp) / 'stderr'
+        code = run_module(module, args, out, err, cwd=cwd, env=env, timeout=timeout)
+        return subprocess.CompletedProcess(['python', '-m', module, *map(str, args)], code,
+                                           out.read_text(errors='replace'), err.read_text(errors='replace'))
 
 
 def copy_run(root, dest):

@@ -1,5 +1,5 @@
-"""Helpers of the training tests: tiny option files, running BasicSR's pipelines in a subprocess as a
-user does (``python -m hoffr_arch.train``), reading what they logged, and building a model in process."""
+"""Helpers of the training tests: tiny option files, running BasicSR's pipelines in a process of their own
+as a user does (``python -m hoffr_arch.train``), reading what they logged, and building a model in process."""
 import os
 import re
 import shutil
@@ -13,7 +13,7 @@ import yaml
 
 from datasets_lmdb.__main__ import main as datasets_cli
 
-from conftest import make_reds
+from conftest import make_reds, python_m
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,13 +80,13 @@ def edit_options(path, edit):
 def run(module, opt_path, root, cwd, *extra, launcher=None, timeout=300, check=True):
     """``python -m module -opt opt_path *extra`` with HOFFR_ROOT=root (under torchrun with two CPU
     processes if ``launcher``); asserts exit 0 unless ``check`` is False."""
-    env = dict(os.environ, HOFFR_ROOT=str(root), OMP_NUM_THREADS='1')
     if launcher:
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29617',
                '-m', module, '-opt', str(opt_path), '--launcher', 'pytorch', *extra]
+        env = dict(os.environ, HOFFR_ROOT=str(root), OMP_NUM_THREADS='1')
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     else:
-        cmd = [sys.executable, '-m', module, '-opt', str(opt_path), *extra]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        proc = python_m(module, '-opt', opt_path, *extra, cwd=cwd, env={'HOFFR_ROOT': root}, timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

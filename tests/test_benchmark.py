@@ -35,20 +35,28 @@ def plotted_colours(png, alpha):
     return counts
 
 
-def test_benchmark_equal_budget_every_column(tmp_path):
-    src = make_reds(tmp_path / 'REDS', {'000': 6, '001': 6}, h=256, w=256)  # SpyNet needs LR >= 64
+def test_benchmark_equal_budget_every_column(tmp_path, monkeypatch):
+    src = make_reds(tmp_path / 'REDS', {'000': 6}, h=256, w=256)  # SpyNet needs LR >= 64
     assert datasets_cli(['reds', '--input', str(src), '--output', str(tmp_path / 'lmdb')]) == 0
     split = tmp_path / 'lmdb' / 'train'
     args = ['--data', str(split), '--train-data', str(split), '--train-iters', '1', '--batch', '1', '--gt-size', '256',
             '--num-frame', '5', '--max-frames', '5', '--out', str(tmp_path / 'out'), '--device', 'cpu']
     for name, spec in TINY.items():
         args += ['--network', f'{name}={json.dumps(spec)}']
+    from matplotlib.axes import Axes
+    scatter, markers = Axes.scatter, []
+
+    def spy(ax, x, y, **kw):  # what each marker of benchmark.png stands for
+        markers.append((x, y, kw['s']))
+        return scatter(ax, x, y, **kw)
+
+    monkeypatch.setattr(Axes, 'scatter', spy)
     rows = benchmark(args)
     assert [r['model'] for r in rows] == list(MODELS)
     for row in rows:
         for column in COLUMNS[1:]:
             assert isinstance(row[column], (int, float)) and math.isfinite(row[column]), (row['model'], column)
-        assert row['frames'] == 10 and row['peak_mem_MiB'] > 100 and 0 < row['sec_per_frame'] < 60
+        assert row['frames'] == 5 and row['peak_mem_MiB'] > 100 and 0 < row['sec_per_frame'] < 60
     # the size columns by value: the parameters of each network as its training YAML builds it, none for bicubic
     from basicsr.archs import build_network
     from hoffr_arch.options import load_yaml
@@ -62,9 +70,9 @@ def test_benchmark_equal_budget_every_column(tmp_path):
     from basicsr.utils import tensor2img
     from basicsr.utils.matlab_functions import imresize
     from hoffr_arch.evaluation import test_dataset
-    data = test_dataset(split)
-    want = [calculate_psnr(tensor2img(imresize(c['lq'][i], 4).clamp(0, 1)), tensor2img(c['gt'][i]), 0)
-            for c in (data[0], data[1]) for i in range(5)]
+    clip = test_dataset(split)[0]
+    want = [calculate_psnr(tensor2img(imresize(clip['lq'][i], 4).clamp(0, 1)), tensor2img(clip['gt'][i]), 0)
+            for i in range(5)]
     assert rows[-1]['psnr'] == pytest.approx(sum(want) / len(want), abs=1e-6)
     for name in TINY:
         assert (tmp_path / 'out' / 'experiments' / f'bench_{name}' / 'models' / 'net_g_latest.pth').exists()
@@ -72,10 +80,12 @@ def test_benchmark_equal_budget_every_column(tmp_path):
         assert [r['model'] for r in csv.DictReader(f)] == list(MODELS)
     table = (tmp_path / 'out' / 'benchmark.md').read_text()
     assert 'equal budget: 1 iterations' in table and table.count('\n| ') == 7
-    # one marker a row, each in its own colour (alpha 0.6): six rows, the cycle's first six colours and
-    # none of the later ones (C7 is grey, as text edges are)
+    # one marker a row at (seconds per frame, PSNR), its area by parameters, each in its own colour: the
+    # cycle's first six are drawn (alpha 0.6) and none of the later ones (C7 is grey, as text edges are);
+    # how many pixels each keeps depends on where the markers overlap
+    assert markers == [(max(r['sec_per_frame'], 1e-4), r['psnr'], 40 + 60 * r['params_M']) for r in rows]
     drawn = plotted_colours(tmp_path / 'out' / 'benchmark.png', 0.6)
-    assert all(n >= 5 for n in drawn[:6]) and drawn[6] == drawn[8] == drawn[9] == 0, drawn
+    assert sum(drawn[:6]) >= 30 and drawn[6] == drawn[8] == drawn[9] == 0, drawn
 
 
 def test_equal_minutes_gives_learning_curves(tmp_path):

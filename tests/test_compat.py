@@ -1,4 +1,5 @@
 """Each compat fix: the upstream failure without it, and that it works (also in spawned workers)."""
+import json
 import subprocess
 import sys
 import textwrap
@@ -10,14 +11,27 @@ def _run(code, cwd=None):
     return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=cwd)
 
 
-def test_import_basicsr_fails_without_fix_and_works_with_it():
+@pytest.fixture(scope='module')
+def imported():
+    """What a new interpreter has after ``import hoffr_arch, basicsr.train``, then after our entry points'
+    ``compat.apply_run_fixes()``: one process for the tests that read it (each new interpreter costs
+    ~10 s of imports on 2 cores)."""
+    code = ('import json, hoffr_arch, basicsr.train as t; from hoffr_arch import compat; '
+            'facts = {"fixes": compat.applied_fixes(), "sampler": t.EnlargedSampler.__name__}; '
+            'compat.apply_run_fixes(); facts.update(run_sampler=t.EnlargedSampler.__name__, '
+            'run_resume=t.load_resume_state.__module__); print(json.dumps(facts))')
+    out = _run(code)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.xdist_group('imported')
+def test_import_basicsr_fails_without_fix_and_works_with_it(imported):
     bare = _run('import basicsr')
     if bare.returncode == 0:
         pytest.skip('this torchvision still has transforms.functional_tensor: the fix is a no-op here')
     assert 'functional_tensor' in bare.stderr
-    fixed = _run('import hoffr_arch, basicsr; from hoffr_arch import compat; print(compat.applied_fixes())')
-    assert fixed.returncode == 0, fixed.stderr
-    assert 'torchvision_functional_tensor' in fixed.stdout
+    assert 'torchvision_functional_tensor' in imported['fixes']
 
 
 def test_fix_is_effective_in_spawned_dataloader_workers(tmp_path):
@@ -50,13 +64,10 @@ def run_fixes():
     return compat
 
 
-def test_importing_the_package_leaves_basicsr_training_as_it_is():
-    code = ('import hoffr_arch, basicsr.train as t; from hoffr_arch import compat; '
-            'print(t.EnlargedSampler.__name__, "training_resume_sampler_dist" in compat.applied_fixes()); '
-            'compat.apply_run_fixes(); print(t.EnlargedSampler.__name__, t.load_resume_state.__module__)')
-    out = _run(code)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ['EnlargedSampler', 'False', 'ResumableSampler', 'hoffr_arch.compat']
+@pytest.mark.xdist_group('imported')
+def test_importing_the_package_leaves_basicsr_training_as_it_is(imported):
+    assert imported['sampler'] == 'EnlargedSampler' and 'training_resume_sampler_dist' not in imported['fixes']
+    assert (imported['run_sampler'], imported['run_resume']) == ('ResumableSampler', 'hoffr_arch.compat')
 
 
 def test_resume_state_loads_on_cpu_where_basicsr_needs_cuda(tmp_path, run_fixes):

@@ -1,9 +1,6 @@
 """Flow: half-precision warping, the self-supervised POF pretraining, pof_path, the flow benchmark."""
 import csv
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ from hoffr_arch.checkpoint import CheckpointError
 from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
 from hoffr_arch.losses.flow_pretrain_loss import SelfSupervisedFlowLoss, occlusion_mask
 
-from conftest import make_reds, smooth_frames, write_clip
+from conftest import make_reds, python_m, smooth_frames, write_clip
 from pipeline import logged_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,9 +126,7 @@ def test_flow_pretraining_runs_through_basicsr_train_pipeline(tmp_path):
     opt['name'] = 'pof_tiny'
     path = tmp_path / 'pof.yml'
     path.write_text(yaml.safe_dump(opt))
-    proc = subprocess.run([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(path)], cwd=tmp_path,
-                          env={**os.environ, 'HOFFR_ROOT': str(tmp_path), 'OMP_NUM_THREADS': '1'},
-                          capture_output=True, text=True, timeout=300)
+    proc = python_m('hoffr_arch.train', '-opt', path, cwd=tmp_path, env={'HOFFR_ROOT': tmp_path})
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = next((tmp_path / 'experiments' / 'pof_tiny').glob('train_*.log')).read_text()
     losses = [float(v) for v in re.findall(r'l_(?:photo|smooth): ([-+\d.eE]+)', log)]

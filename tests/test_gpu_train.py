@@ -3,9 +3,6 @@ weights it is given and writes the model card's ledger entry; its corpus, built 
 is the one a single ``synth`` call makes."""
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -18,7 +15,7 @@ from datasets_lmdb.__main__ import main as datasets_cli
 from hoffr_arch.benchmarks import gpu_train
 from hoffr_arch.checkpoint import read_checkpoint
 
-from conftest import make_reds, smooth_frames, write_clip
+from conftest import make_reds, python_m, smooth_frames, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / 'hoffr_arch' / 'assets'
@@ -72,15 +69,12 @@ def test_dry_run_continues_the_given_weights_and_writes_the_ledger_entry(tmp_pat
     start = tmp_path / 'start.pth'
     torch.save({'params_ema': given, 'network_g': shipped['network_g']}, start)
     out = tmp_path / 'out'
-    proc = subprocess.run([sys.executable, '-m', 'hoffr_arch.benchmarks.gpu_train', '--device', 'cpu',
-                           '--out', str(out), '--work', str(tmp_path / 'work'), '--data', str(corpus),
-                           '--weights', str(start), '--iters', '2', '--minutes', '1', '--batches', '1',
-                           '--probe-iters', '1', '--gt-size', '64', '--num-frame', '3', '--workers', '0',
-                           '--lr', '1e-9', '--ship-margin', '-100', '--sweep-seconds', '60', '--sweep-args',
-                           "--batches-s 1 2 --batches-default 1 --compiled-batches-s --compiled-batches-default "
-                           "--variants 'fp32 eager' --iters 1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, OMP_NUM_THREADS='1'))  # no oversubscribed cores
+    proc = python_m('hoffr_arch.benchmarks.gpu_train', '--device', 'cpu', '--out', out, '--work', tmp_path / 'work',
+                    '--data', corpus, '--weights', start, '--iters', '2', '--minutes', '1', '--batches', '1',
+                    '--probe-iters', '1', '--gt-size', '64', '--num-frame', '3', '--workers', '0', '--lr', '1e-9',
+                    '--ship-margin', '-100', '--sweep-seconds', '60', '--sweep-args',
+                    "--batches-s 1 2 --batches-default 1 --compiled-batches-s --compiled-batches-default "
+                    "--variants 'fp32 eager' --iters 1", cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f'Loading HOFFR model from {start}' in (out / 'train_basicsr.log').read_text()
     # resumed: the new EMA weights are the given ones moved by two steps at lr 1e-9, not the shipped ones
@@ -164,9 +158,8 @@ def test_sweep_keeps_going_past_a_failed_row_and_stops_at_its_deadline(tmp_path,
 def test_bad_weights_are_one_line_and_exit_2(tmp_path):
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'not a checkpoint')
-    proc = subprocess.run([sys.executable, '-m', 'hoffr_arch.benchmarks.gpu_train', '--device', 'cpu',
-                           '--out', str(tmp_path / 'out'), '--weights', str(bad), '--data', str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = python_m('hoffr_arch.benchmarks.gpu_train', '--device', 'cpu', '--out', tmp_path / 'out', '--weights', bad,
+                    '--data', tmp_path, cwd=REPO, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f'error: {bad}: '), proc.stderr

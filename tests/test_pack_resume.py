@@ -2,8 +2,6 @@
 resumes from its last commit."""
 import importlib
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +9,7 @@ import numpy as np
 from datasets_lmdb.__main__ import main as cli
 from hoffr_arch.data.vsrdb_dataset import VSRDBTestDataset
 
-from conftest import as_bgr_uint8, load_dir, make_reds, smooth_frames, write_clip
+from conftest import as_bgr_uint8, load_dir, make_reds, python_m, smooth_frames, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 pack_module = importlib.import_module('datasets_lmdb.pack')  # the package exports a function of that name
@@ -48,8 +46,8 @@ def test_interrupted_conversion_resumes(tmp_path, monkeypatch, capsys):
         assert np.array_equal(as_bgr_uint8(got), want)
 
 
-# the CLI in a process that SIGKILLs itself as it loads its 10th frame (in the first LMDB, after
-# several commits): a hard kill at a known point, whatever the machine's speed
+# the CLI (a module run as ``python -m``) in a process that SIGKILLs itself as it loads its 10th frame (in
+# the first LMDB, after several commits): a hard kill at a known point, whatever the machine's speed
 DIES_AT_FRAME_10 = """
 import importlib, os, signal, sys
 from datasets_lmdb.__main__ import main
@@ -65,18 +63,18 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_conversion_killed_with_sigkill_then_resumed(tmp_path):
+def test_conversion_killed_with_sigkill_then_resumed(tmp_path, monkeypatch):
+    (tmp_path / 'dies_at_frame_10.py').write_text(DIES_AT_FRAME_10)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the new process gets this process's sys.path
     src = tmp_path / 'REDS'
     for clip in range(3):
         write_clip(src / 'train_sharp' / f'{clip:03d}', smooth_frames(6, 64, 96, clip))
     out = tmp_path / 'out'
     args = ['reds', '--input', str(src), '--output', str(out), '--generate-bicubic', '--workers', '1']
-    killed = subprocess.run([sys.executable, '-c', DIES_AT_FRAME_10, *args], cwd=REPO, capture_output=True, text=True,
-                            timeout=240)
+    killed = python_m('dies_at_frame_10', *args, cwd=REPO, timeout=240)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert [p.name for p in (out / 'train').glob('*.lmdb*')] == ['sharp.lmdb.partial']
-    rerun = subprocess.run([sys.executable, '-m', 'datasets_lmdb', *args, '--resume'], cwd=REPO,
-                           capture_output=True, text=True, timeout=240)
+    rerun = python_m('datasets_lmdb', *args, '--resume', cwd=REPO, timeout=240)
     assert rerun.returncode == 0, rerun.stderr
     assert cli(['verify', str(out)]) == 0
     ds = VSRDBTestDataset({'dataroot_gt': str(out / 'train' / 'sharp.lmdb'),

@@ -6,8 +6,6 @@ must not run (the marker file stays absent), the input and an unrelated file sur
 ``total_iter``, bad option values before any folder) are in ``test_training.py``.
 """
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lmdb
@@ -20,7 +18,7 @@ from hoffr_arch.compat import read_training_state
 from hoffr_arch.infer import main as infer_main
 from hoffr_arch.options import OptionsError, apply_force_yml, load_yaml, parse_value
 
-from conftest import make_reds, make_video, smooth_frames, write_clip
+from conftest import make_reds, make_video, python_m, smooth_frames, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,8 +34,7 @@ class _RunsCode:
 
 
 def _cli(module, *args, cwd, env=None):
-    return subprocess.run([sys.executable, '-m', module, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          env=dict(os.environ, **(env or {})), timeout=240)
+    return python_m(module, *args, cwd=cwd, env=env, timeout=240)
 
 
 def _one_line_error(stderr):

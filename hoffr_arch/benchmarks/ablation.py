@@ -17,8 +17,6 @@ held-out clips with the demo's own evaluation (PSNR/SSIM, gains of first and lat
 POF's warping error). Prints a Markdown table and writes ``OUT/ablation.md`` and ``.csv``.
 """
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 import yaml
 
 from hoffr_arch._entry import project_root
+from hoffr_arch.benchmarks.isolated import train_isolated
 from hoffr_arch.benchmarks.tables import markdown, write_csv
 from hoffr_arch.demo import build_data, evaluate
 
@@ -90,11 +89,9 @@ def train_variant(name, opt, out, root, reuse=False):
     path.write_text(yaml.safe_dump(opt, sort_keys=False))
     print(f'training {name} ...', flush=True)
     start = time.time()
-    with open(out / f'{name}.log', 'w') as log:
-        proc = subprocess.run([sys.executable, '-m', 'hoffr_arch.train', '-opt', str(path)], stdout=log,
-                              stderr=subprocess.STDOUT, env=dict(os.environ, HOFFR_ROOT=str(root)))
-    if proc.returncode:
-        print(f'error: training {name} failed (exit {proc.returncode}); see {out / name}.log', file=sys.stderr)
+    status = train_isolated(['-opt', str(path)], out / f'{name}.log', root)
+    if status:
+        print(f'error: training {name} failed (exit {status}); see {out / name}.log', file=sys.stderr)
         return None
     return weights, (time.time() - start) / 60
 

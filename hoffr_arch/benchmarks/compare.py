@@ -5,11 +5,13 @@
         --train-iters 300        # equal budget: every model trained first, same data/iterations/batch/patch
 
 Models: HOFFR, BasicVSR, IconVSR, BasicVSRPlusPlus, EDVR (M) at their published sizes, and bicubic
-upsampling. Each is evaluated in its own process (so peak memory is its own) on whole clips
+upsampling. Each is trained and evaluated in a process of its own (``benchmarks.isolated``: forked from
+a server that imported the libraries once, so peak memory is its own) on whole clips
 (EDVR: 5-frame windows, BasicSR's reflection-circle padding). Columns: PSNR/SSIM with BasicSR's
 protocol (RGB, no crop, all frames) and FMA-Net's (RGB, 4-pixel crop, first and last frame skipped),
 tOF, parameters, FLOPs per frame (torch's flop counter: deformable convolutions are not counted),
-seconds per frame and peak memory (CUDA: max allocated; CPU: peak RSS of the process).
+seconds per frame and peak memory (CUDA: max allocated; CPU: peak RSS of the process, which counts
+the pages of the libraries it touches, not those it shares untouched with the server).
 Output: ``OUT/benchmark.md``, ``OUT/benchmark.csv`` and ``OUT/benchmark.png`` (PSNR against seconds
 per frame, marker area by parameters).
 
@@ -32,20 +34,17 @@ table then only measures cost. BasicSR's official weights load with ``--ckpt NAM
 import argparse
 import csv
 import json
-import multiprocessing as mp
-import os
 import resource
-import subprocess
 import sys
 import textwrap
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 import yaml
 from torch.nn import functional as F
 
+from hoffr_arch.benchmarks.isolated import run_isolated, train_isolated
 from hoffr_arch.benchmarks.tables import markdown, write_csv
 
 MODELS = ('HOFFR', 'BasicVSR', 'IconVSR', 'BasicVSRPlusPlus', 'EDVR', 'bicubic')
@@ -239,17 +238,15 @@ def train_equal_budget(names, networks, train_root, iters, batch, gt_size, num_f
                           out, constant_lr=bool(minutes))
         what = f'{minutes:g} minutes' if minutes else f'{iters} iterations'
         print(f'training {name}: {what} (batch {batch}, {num_frame} frames, {gt_size}x{gt_size} HR)', flush=True)
-        env = dict(os.environ, HOFFR_ROOT=str(out))
         start = time.time()
         log = out / f'train_{name}.log'
-        command = [sys.executable, '-m', 'hoffr_arch.train', '-opt', str(opt)]
+        argv = ['-opt', str(opt)]
         if minutes:
-            command += ['--time-budget', str(minutes), '--save-every-minutes', str(curve_every or minutes)]
-        with open(log, 'w') as f:
-            proc = subprocess.run(command, env=env, stdout=f, stderr=subprocess.STDOUT)
-        if proc.returncode:
+            argv += ['--time-budget', str(minutes), '--save-every-minutes', str(curve_every or minutes)]
+        status = train_isolated(argv, log, out)
+        if status:
             tail = ''.join(log.read_text().splitlines(keepends=True)[-20:])
-            raise RuntimeError(f'training {name} failed (exit {proc.returncode}); end of {log}:\n{tail}')
+            raise RuntimeError(f'training {name} failed (exit {status}); end of {log}:\n{tail}')
         print(f'  {time.time() - start:.0f} s (log: {log})', flush=True)
         ckpts[name] = str(out / 'experiments' / f'bench_{name}' / 'models' / 'net_g_latest.pth')
         if minutes:
@@ -271,9 +268,7 @@ def learning_curves(names, networks, data_opt, device, out, max_frames, title, d
         if name == 'bicubic':
             continue
         for minutes, it, ckpt in curve_points(out, name):
-            with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
-                row = pool.submit(evaluate, name, data_opt, device, networks.get(name), ckpt, max_frames,
-                                  dtype).result()
+            row = run_isolated(evaluate, name, data_opt, device, networks.get(name), ckpt, max_frames, dtype)
             rows.append({'model': name, 'minutes': minutes, 'iter': it, 'psnr': row['psnr'], 'ssim': row['ssim']})
             print(f'  {name} at {minutes:.1f} min (iteration {it}): {row["psnr"]:.2f} dB', flush=True)
     write_csv(out / 'learning_curves.csv', rows, ['model', 'minutes', 'iter', 'psnr', 'ssim'])
@@ -285,8 +280,7 @@ def learning_curves(names, networks, data_opt, device, out, max_frames, title, d
         pts = [(r['minutes'], r['psnr']) for r in rows if r['model'] == name]
         ax.plot(*zip(*pts), marker='o', label=name)
     if 'bicubic' in names:
-        with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
-            bic = pool.submit(evaluate, 'bicubic', data_opt, device, None, None, max_frames).result()['psnr']
+        bic = run_isolated(evaluate, 'bicubic', data_opt, device, None, None, max_frames)['psnr']
         ax.axhline(bic, color='grey', linestyle='--', label='bicubic')
     ax.set_xlabel('training minutes (wall clock, this machine)')
     ax.set_ylabel('PSNR (dB, held-out clips)')
@@ -422,9 +416,8 @@ def evaluate_models(models, data_opt, device, networks, ckpts, max_frames=None, 
     rows = []
     for name in models:
         print(f'evaluating {name} ...', flush=True)
-        with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
-            rows.append(pool.submit(evaluate, name, data_opt, device, networks.get(name), ckpts.get(name),
-                                    max_frames, dtype, report).result())
+        rows.append(run_isolated(evaluate, name, data_opt, device, networks.get(name), ckpts.get(name), max_frames,
+                                 dtype, report))
     return rows
 
 
