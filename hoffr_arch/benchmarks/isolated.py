@@ -58,7 +58,7 @@ def _main(module, argv, cwd, env, stdout, stderr):
         if code is not None and not isinstance(code, int):
             print(code, file=sys.stderr)
             code = 1
-    except BaseException:  # noqa: B902  (what the interpreter does with an uncaught exception)
+    except BaseException:  # what the interpreter does with any other uncaught exception
         traceback.print_exc()
         code = 1
     finally:
